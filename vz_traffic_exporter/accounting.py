@@ -1,0 +1,71 @@
+"""Raw kernel readings -> monotonic totals.  The only state of the exporter.
+
+A raw counter (a rule, a set element, a kernel entry) is identified by its
+source and a stable ``counter`` key; a series by its labels.  Each read adds
+the growth of every raw counter to the series that owns it now:
+
+- first sight of a counter: everything it holds is new;
+- a value below the last one: the kernel counter was reset (rules re-created,
+  ``iptables -Z``, reboot); the new value is what was counted since, so it is
+  added whole and the reset is counted;
+- a counter we created ourselves starts at zero (:meth:`started`), so all of
+  it is added even if it has already passed the old value;
+- a counter missing from a complete read is forgotten, so if it comes back it
+  is new.
+
+Totals never decrease.  An address that moves to another container keeps its
+kernel counter; its growth from then on goes to the new owner's series.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import Optional
+
+SeriesKey = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Observation:
+    counter: Hashable
+    series: Optional[SeriesKey]  # None: an address nobody owns now; tracked, not totalled
+    packets: int
+    bytes: int
+
+
+class Accumulator:
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, Hashable], tuple[int, int]] = {}
+        self._totals: dict[SeriesKey, tuple[int, int]] = {}
+        self.resets: Counter[str] = Counter()
+
+    def update(self, source: str, observations: Iterable[Observation]) -> None:
+        """Add one complete read of a source."""
+        seen = set()
+        for obs in observations:
+            key = (source, obs.counter)
+            seen.add(key)
+            last = self._last.get(key)
+            if last is None:
+                grew = (obs.packets, obs.bytes)
+            elif obs.packets < last[0] or obs.bytes < last[1]:
+                grew = (obs.packets, obs.bytes)
+                self.resets[source] += 1
+            else:
+                grew = (obs.packets - last[0], obs.bytes - last[1])
+            self._last[key] = (obs.packets, obs.bytes)
+            if obs.series is not None:
+                packets, nbytes = self._totals.get(obs.series, (0, 0))
+                self._totals[obs.series] = (packets + grew[0], nbytes + grew[1])
+        for key in [k for k in self._last if k[0] == source and k not in seen]:
+            del self._last[key]
+
+    def started(self, source: str, counter: Hashable) -> None:
+        """A counter we have just created: it starts from zero."""
+        self._last[(source, counter)] = (0, 0)
+
+    def total(self, series: SeriesKey) -> tuple[int, int]:
+        """(packets, bytes) accumulated for a series."""
+        return self._totals.get(series, (0, 0))

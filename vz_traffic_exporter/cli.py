@@ -1,0 +1,185 @@
+"""Command line: serve (default), dump, check-config, rules sync|remove|show.
+
+Flags may stand before or after the command name.  Exit codes: 0 success,
+1 a command failed at run time, 2 invalid configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Optional
+
+from prometheus_client import generate_latest
+
+from . import __version__
+from .config import Config, ConfigError, load
+from .exporter import Exporter
+from .exposition import collector, http
+from .runner import CommandError, Runner, SystemRunner
+
+log = logging.getLogger("vz_traffic_exporter")
+
+COMMANDS = {
+    ("serve",): "run the HTTP exporter (default)",
+    ("dump",): "read every source once and print the metrics",
+    ("check-config",): "validate the configuration file",
+    ("rules", "sync"): "install or update the managed accounting rules",
+    ("rules", "remove"): "remove every trace of the managed rules",
+    ("rules", "show"): "print the managed rules with their counters",
+}
+
+
+class _LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        msg = record.getMessage().replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        text = f'ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} msg="{msg}"'
+        if record.exc_info:
+            trace = self.formatException(record.exc_info).replace("\n", "\\n").replace('"', "'")
+            text += f' error="{trace}"'
+        return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    usage = "\n".join(f"  vz-traffic-exporter [flags] {' '.join(c):14} {h}" for c, h in COMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog="vz-traffic-exporter",
+        description="Prometheus exporter for per-container network traffic.",
+        epilog="commands:\n" + usage,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("command", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--config", metavar="FILE",
+                   help="configuration file (default /etc/vz-traffic-exporter/config.yaml if it "
+                        "exists, else built-in defaults)")
+    p.add_argument("--web.listen-address", dest="listen", action="append", metavar="ADDR",
+                   help="address to listen on, repeatable or comma-separated (default :10057)")
+    p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
+                   metavar="PATH", help="path of the metrics (default /metrics)")
+    p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                   help="TLS and basic auth configuration (exporter-toolkit format)")
+    p.add_argument("--log.level", dest="log_level", default="info",
+                   choices=["debug", "info", "warn", "error"], help="log level (default info)")
+    p.add_argument("--path.procfs", dest="procfs", default="/proc", metavar="DIR",
+                   help="procfs mount point (default /proc)")
+    p.add_argument("--path.sysfs", dest="sysfs", default="/sys", metavar="DIR",
+                   help="sysfs mount point (default /sys)")
+    p.add_argument("--version", action="version", version=f"vz-traffic-exporter {__version__}")
+    return p
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel({"warn": logging.WARNING}.get(level, level.upper()))
+
+
+def _load(args: argparse.Namespace) -> Optional[Config]:
+    try:
+        return load(args.config)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"{err.source}: {problem}", file=sys.stderr)
+        return None
+
+
+def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) -> int:
+    parser = _parser()
+    args = parser.parse_intermixed_args(argv)
+    command = tuple(args.command) or ("serve",)
+    if command not in COMMANDS:
+        parser.error(f"unknown command {' '.join(command)!r}")
+    _setup_logging(args.log_level)
+    if args.web_config:
+        print(f"--web.config.file {args.web_config}: TLS and basic auth are not supported by "
+              "this version", file=sys.stderr)
+        return 2
+    config = _load(args)
+    if config is None:
+        return 2
+    runner = runner or SystemRunner()
+    if command == ("check-config",):
+        print(f"{config.source}: configuration is valid")
+        return 0
+    if command == ("dump",):
+        exporter = Exporter(config, runner)
+        sys.stdout.write(generate_latest(collector.registry(exporter.poll)).decode())
+        return 0
+    if command[0] == "rules":
+        return _rules(command[1], config, runner)
+    return _serve(args, config, runner)
+
+
+def _rules(action: str, config: Config, runner: Runner) -> int:
+    exporter = Exporter(config, runner)
+    if exporter.backend_name() is None and action != "remove":
+        print("netfilter backend is off or iptables is not installed", file=sys.stderr)
+        return 1
+    try:
+        if action == "show":
+            sys.stdout.write(exporter.rules().show())
+        elif action == "remove":
+            changes = exporter.rules().remove()
+            print(f"removed the accounting rules ({changes} changes)")
+        elif not config.netfilter.manage_rules:
+            print("netfilter.manage_rules is false: nothing to sync", file=sys.stderr)
+            return 1
+        else:
+            changes = exporter.sync_rules()
+            print(f"accounting rules in sync ({changes} changes)")
+    except (CommandError, ValueError, RuntimeError, OSError) as err:
+        print(f"rules {action}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _serve(args: argparse.Namespace, config: Config, runner: Runner) -> int:
+    addresses = [a.strip() for arg in (args.listen or [":10057"]) for a in arg.split(",") if a]
+    try:
+        for address in addresses:
+            http.parse_listen_address(address)
+    except ValueError as err:
+        print(f"--web.listen-address: {err}", file=sys.stderr)
+        return 2
+    if not args.telemetry_path.startswith("/") or args.telemetry_path == "/":
+        print("--web.telemetry-path must start with / and not be /", file=sys.stderr)
+        return 2
+
+    exporter = Exporter(config, runner, keep_rules=True)
+    if exporter.keep_rules and exporter.backend_name():
+        try:
+            log.info("accounting rules in sync (%d changes)", exporter.sync_rules())
+        except (CommandError, ValueError, RuntimeError, OSError) as err:
+            log.error("could not install the accounting rules: %s", err)
+
+    app = http.make_app(collector.registry(exporter.poll), args.telemetry_path)
+    try:
+        servers = http.serve(addresses, app)
+    except OSError as err:
+        log.error("cannot listen: %s", err)
+        return 1
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.wait(config.state.poll_interval):
+        exporter.poll()
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    exporter.poll()
+    return 0

@@ -1,0 +1,454 @@
+"""Configuration: YAML validated once into one immutable :class:`Config`.
+
+Every problem is collected with its key path (``containers.static[1].ips[0]``)
+and reported together in one :class:`ConfigError`; nothing starts before the
+whole file is valid.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Optional, TypeVar
+
+import yaml
+
+from .discovery.classes import MAX_CLASS, ClassTable, NetworkClass, ambiguous_networks
+
+DEFAULT_PATH = "/etc/vz-traffic-exporter/config.yaml"
+
+DISCOVERY_SOURCES = ("static", "vzlist", "prlctl", "veinfo")
+BACKENDS = ("auto", "iptables", "ipset", "nftables", "off")
+KERNEL_SOURCES = ("venetstat", "vznetstat", "nft_counters", "interfaces")
+
+# What this version implements; the rest of the contract's names are accepted
+# by the schema and refused with a clear message.
+IMPLEMENTED_DISCOVERY = ("static",)
+IMPLEMENTED_BACKENDS = ("auto", "iptables", "off")
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class StaticContainer:
+    veid: str
+    name: str
+    ips: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NetfilterConfig:
+    backend: str = "auto"
+    manage_rules: bool = True
+    host_traffic: bool = True
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Each kernel source: None = auto, True = required, False = off."""
+
+    venetstat: Optional[bool] = None
+    vznetstat: Optional[bool] = None
+    nft_counters: Optional[bool] = None
+    interfaces: Optional[bool] = None
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    file: str = "/var/lib/vz-traffic-exporter/state.json"
+    poll_interval: float = 30.0
+    retention: float = 35 * 86400.0
+
+
+@dataclass(frozen=True)
+class Quota:
+    in_: Optional[int] = None
+    out: Optional[int] = None
+    total: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    classes: Optional[tuple[int, ...]] = None
+    default: Quota = Quota()
+    containers: Mapping[str, Quota] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str = "<built-in defaults>"
+    static: tuple[StaticContainer, ...] = ()
+    discovery: Optional[tuple[str, ...]] = None  # None = auto
+    classes: ClassTable = ClassTable.build(())
+    networks_classes_file: Optional[str] = None
+    netfilter: NetfilterConfig = NetfilterConfig()
+    kernel: KernelConfig = KernelConfig()
+    state: StateConfig = StateConfig()
+    quotas: QuotaConfig = QuotaConfig()
+
+
+# --- scalar parsers -------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKMGTPE]i?B|B)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1}
+for _i, _p in enumerate("KMGTPE", start=1):
+    _SIZE_UNITS[f"{_p}B"] = 1000**_i
+    _SIZE_UNITS[f"{_p}iB"] = 1024**_i
+_SIZE_UNITS["kB"] = 1000
+_SIZE_UNITS["kiB"] = 1024
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration (use 30s, 5m, 1h, 35d)")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a duration (use 30s, 5m, 1h, 35d)")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be longer than zero")
+    return seconds
+
+
+def parse_size(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size (use bytes, 500GB or 2TiB)")
+    if isinstance(value, int):
+        size = value
+    else:
+        m = _SIZE.match(str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a size (use bytes, 500GB or 2TiB)")
+        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    if size <= 0:
+        raise ValueError(f"{value!r} must be larger than zero")
+    return size
+
+
+def canonical_ip(value: Any) -> str:
+    """The canonical text of one IP address (IPv6 compressed, lower case)."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"{value!r} is not an IP address")
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+# --- the validator --------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class _Checker:
+    """Walks the YAML tree, collecting problems with their key paths."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}" if path else message)
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"must be a mapping, not {_kind(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else str(key)
+                self.problem(where, f"unknown key (expected one of: {', '.join(allowed)})")
+        return {k: v for k, v in value.items() if k in allowed}
+
+    def sequence(self, value: Any, path: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(path, f"must be a list, not {_kind(value)}")
+            return []
+        return value
+
+    def convert(self, value: Any, path: str, parse: Callable[[Any], T]) -> Optional[T]:
+        try:
+            return parse(value)
+        except ValueError as err:
+            self.problem(path, str(err))
+            return None
+
+    def boolean(self, value: Any, path: str, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problem(path, f"must be true or false, not {value!r}")
+            return default
+        return value
+
+    def choice(self, value: Any, path: str, choices: tuple[str, ...], default: str) -> str:
+        if value is None:
+            return default
+        if value not in choices:
+            self.problem(path, f"{value!r} is not one of: {', '.join(choices)}")
+            return default
+        return str(value)
+
+    def string(self, value: Any, path: str) -> Optional[str]:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            self.problem(path, f"must be a string, not {_kind(value)}")
+            return None
+        text = str(value).strip()
+        if not text:
+            self.problem(path, "must not be empty")
+            return None
+        return text
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else repr(value)
+    )
+
+
+def _veid(c: _Checker, value: Any, path: str) -> Optional[str]:
+    veid = c.string(value, path)
+    if veid is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]*", veid):
+        c.problem(path, f"{veid!r} is not a valid container id")
+        return None
+    return veid
+
+
+def _containers(c: _Checker, raw: Any) -> tuple[tuple[StaticContainer, ...], Optional[tuple[str, ...]]]:
+    section = c.mapping(raw, "containers", ("static", "discovery"))
+    static: list[StaticContainer] = []
+    veids: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for i, entry in enumerate(c.sequence(section.get("static"), "containers.static")):
+        path = f"containers.static[{i}]"
+        item = c.mapping(entry, path, ("veid", "name", "ips"))
+        if "veid" not in item:
+            c.problem(path, "veid is required")
+            continue
+        veid = _veid(c, item["veid"], f"{path}.veid")
+        name = "" if item.get("name") is None else c.string(item["name"], f"{path}.name") or ""
+        ips: list[str] = []
+        for j, raw_ip in enumerate(c.sequence(item.get("ips"), f"{path}.ips")):
+            ip = c.convert(raw_ip, f"{path}.ips[{j}]", canonical_ip)
+            if ip is None:
+                continue
+            first = owners.get(ip)
+            if first is not None:
+                c.problem(f"{path}.ips[{j}]", f"{ip} is already claimed by {first}")
+                continue
+            owners[ip] = f"{path} (veid {veid})" if veid else path
+            ips.append(ip)
+        if veid is None:
+            continue
+        if veid in veids:
+            c.problem(f"{path}.veid", f"duplicate veid {veid!r} (also {veids[veid]})")
+            continue
+        veids[veid] = path
+        static.append(StaticContainer(veid, name, tuple(ips)))
+
+    discovery: Optional[tuple[str, ...]] = None
+    if section.get("discovery") is not None:
+        names: list[str] = []
+        for i, raw_name in enumerate(c.sequence(section["discovery"], "containers.discovery")):
+            path = f"containers.discovery[{i}]"
+            name = c.choice(raw_name, path, DISCOVERY_SOURCES, "")
+            if not name:
+                continue
+            if name not in IMPLEMENTED_DISCOVERY:
+                c.problem(path, f"discovery source {name!r} is not supported by this version")
+            elif name in names:
+                c.problem(path, f"{name!r} is listed twice")
+            else:
+                names.append(name)
+        discovery = tuple(names)
+    return tuple(static), discovery
+
+
+def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a network (address/prefix)")
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a network (address/prefix)") from None
+
+
+def _classes(c: _Checker, raw: Any) -> ClassTable:
+    classes: list[NetworkClass] = []
+    seen: set[int] = set()
+    for i, entry in enumerate(c.sequence(raw, "network_classes")):
+        path = f"network_classes[{i}]"
+        item = c.mapping(entry, path, ("id", "name", "networks"))
+        ident = item.get("id")
+        if isinstance(ident, bool) or not isinstance(ident, int) or not 0 <= ident <= MAX_CLASS:
+            c.problem(f"{path}.id", f"must be a class number 0..{MAX_CLASS}, not {ident!r}")
+            continue
+        if ident in seen:
+            c.problem(f"{path}.id", f"class {ident} is defined twice")
+            continue
+        seen.add(ident)
+        name = "" if item.get("name") is None else c.string(item["name"], f"{path}.name") or ""
+        nets = []
+        for j, raw_net in enumerate(c.sequence(item.get("networks"), f"{path}.networks")):
+            net = c.convert(raw_net, f"{path}.networks[{j}]", _network)
+            if net is not None and net not in nets:
+                nets.append(net)
+        classes.append(NetworkClass(ident, name or f"class{ident}", tuple(nets)))
+    for net, first, second in ambiguous_networks(classes):
+        c.problem("network_classes", f"{net} is listed in both class {first} and class {second}")
+    if not any(k.id == 0 for k in classes):
+        classes.append(NetworkClass(0, "default"))
+    return ClassTable.build(classes)
+
+
+def _netfilter(c: _Checker, raw: Any) -> NetfilterConfig:
+    section = c.mapping(raw, "netfilter", ("backend", "manage_rules", "host_traffic"))
+    backend = c.choice(section.get("backend"), "netfilter.backend", BACKENDS, "auto")
+    if backend not in IMPLEMENTED_BACKENDS:
+        c.problem("netfilter.backend", f"backend {backend!r} is not supported by this version")
+        backend = "auto"
+    return NetfilterConfig(
+        backend=backend,
+        manage_rules=c.boolean(section.get("manage_rules"), "netfilter.manage_rules", True),
+        host_traffic=c.boolean(section.get("host_traffic"), "netfilter.host_traffic", True),
+    )
+
+
+def _kernel(c: _Checker, raw: Any) -> KernelConfig:
+    section = c.mapping(raw, "kernel", KERNEL_SOURCES)
+    values: dict[str, Optional[bool]] = {}
+    for key in KERNEL_SOURCES:
+        value = section.get(key, "auto")
+        if value == "auto" or value is None:
+            values[key] = None
+        elif isinstance(value, bool):
+            values[key] = value
+        else:
+            c.problem(f"kernel.{key}", f"must be auto, true or false, not {value!r}")
+    return KernelConfig(**values)
+
+
+def _state(c: _Checker, raw: Any) -> StateConfig:
+    section = c.mapping(raw, "state", ("file", "poll_interval", "retention"))
+    default = StateConfig()
+    file = default.file
+    if section.get("file") is not None:
+        file = c.string(section["file"], "state.file") or file
+    poll = default.poll_interval
+    if section.get("poll_interval") is not None:
+        poll = c.convert(section["poll_interval"], "state.poll_interval", parse_duration) or poll
+    retention = default.retention
+    if section.get("retention") is not None:
+        retention = c.convert(section["retention"], "state.retention", parse_duration) or retention
+    return StateConfig(file=file, poll_interval=poll, retention=retention)
+
+
+def _quota(c: _Checker, raw: Any, path: str) -> Quota:
+    item = c.mapping(raw, path, ("in", "out", "total"))
+    sizes = {
+        key: c.convert(item[key], f"{path}.{key}", parse_size)
+        for key in ("in", "out", "total")
+        if item.get(key) is not None
+    }
+    return Quota(in_=sizes.get("in"), out=sizes.get("out"), total=sizes.get("total"))
+
+
+def _quotas(c: _Checker, raw: Any, classes: ClassTable) -> QuotaConfig:
+    section = c.mapping(raw, "quotas", ("classes", "default", "containers"))
+    quota_classes: Optional[tuple[int, ...]] = None
+    if section.get("classes") is not None:
+        ids = []
+        for i, ident in enumerate(c.sequence(section["classes"], "quotas.classes")):
+            if isinstance(ident, bool) or not isinstance(ident, int) or not 0 <= ident <= MAX_CLASS:
+                c.problem(f"quotas.classes[{i}]", f"must be a class number 0..{MAX_CLASS}")
+            elif ident not in classes.ids():
+                c.problem(f"quotas.classes[{i}]", f"class {ident} is not defined in network_classes")
+            else:
+                ids.append(ident)
+        quota_classes = tuple(ids)
+    default = _quota(c, section.get("default"), "quotas.default")
+    containers: dict[str, Quota] = {}
+    raw_containers = section.get("containers")
+    if raw_containers is not None and not isinstance(raw_containers, dict):
+        c.problem("quotas.containers", f"must be a mapping, not {_kind(raw_containers)}")
+    elif raw_containers:
+        for key, value in raw_containers.items():
+            veid = _veid(c, key, f"quotas.containers.{key}")
+            if veid is not None:
+                containers[veid] = _quota(c, value, f"quotas.containers.{veid}")
+    return QuotaConfig(quota_classes, default, MappingProxyType(containers))
+
+
+TOP_LEVEL = (
+    "containers",
+    "network_classes",
+    "networks_classes_file",
+    "netfilter",
+    "kernel",
+    "state",
+    "quotas",
+)
+
+
+def validate(data: Any, source: str) -> Config:
+    """Turn parsed YAML into a Config or raise ConfigError listing every problem."""
+    c = _Checker()
+    top = c.mapping(data, "", TOP_LEVEL)
+    static, discovery = _containers(c, top.get("containers"))
+    classes = _classes(c, top.get("network_classes"))
+    classes_file = None
+    if top.get("networks_classes_file") is not None:
+        classes_file = c.string(top["networks_classes_file"], "networks_classes_file")
+    config = Config(
+        source=source,
+        static=static,
+        discovery=discovery,
+        classes=classes,
+        networks_classes_file=classes_file,
+        netfilter=_netfilter(c, top.get("netfilter")),
+        kernel=_kernel(c, top.get("kernel")),
+        state=_state(c, top.get("state")),
+        quotas=_quotas(c, top.get("quotas"), classes),
+    )
+    if c.problems:
+        raise ConfigError(source, c.problems)
+    return config
+
+
+def load(path: Optional[str]) -> Config:
+    """Load the file at path; with no path, the default file or built-in defaults."""
+    if path is None:
+        if not os.path.exists(DEFAULT_PATH):
+            return Config()
+        path = DEFAULT_PATH
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as err:
+        raise ConfigError(path, [f"cannot read: {err.strerror or err}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(path, [f"{where}invalid YAML: {problem}"]) from None
+    return validate(data, path)

@@ -1,0 +1,79 @@
+"""Network classes: which class a peer address belongs to.
+
+The rule is OpenVZ's (``vztactl class_load -s`` with the kernel's backward
+scan): a peer inside any network listed for class 0 is class 0; otherwise the
+longest matching prefix among the other classes wins; no match is class 0.
+Each packet lands in exactly one class.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+MAX_CLASS = 15
+DEFAULT_CLASS_NAME = "default"
+
+
+@dataclass(frozen=True)
+class NetworkClass:
+    id: int
+    name: str
+    networks: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """The classes of a node, class 0 always present."""
+
+    classes: tuple[NetworkClass, ...]
+
+    @classmethod
+    def build(cls, classes: Iterable[NetworkClass]) -> ClassTable:
+        by_id = {c.id: c for c in classes}
+        if 0 not in by_id:
+            by_id[0] = NetworkClass(0, DEFAULT_CLASS_NAME)
+        return cls(tuple(by_id[i] for i in sorted(by_id)))
+
+    def ids(self) -> tuple[int, ...]:
+        return tuple(c.id for c in self.classes)
+
+    def ordered_networks(self, version: int) -> list[tuple[IPNetwork, int]]:
+        """(network, class) pairs in first-match-wins order for one IP version.
+
+        Class-0 networks come first, then the others by descending prefix
+        length; an address that matches none of them is class 0.
+        """
+        zero: list[tuple[IPNetwork, int]] = []
+        other: list[tuple[IPNetwork, int]] = []
+        for klass in self.classes:
+            for net in klass.networks:
+                if net.version == version:
+                    (zero if klass.id == 0 else other).append((net, klass.id))
+        other.sort(key=lambda pair: -pair[0].prefixlen)
+        return zero + other
+
+    def classify(self, address: IPAddress) -> int:
+        for net, klass in self.ordered_networks(address.version):
+            if address in net:
+                return klass
+        return 0
+
+
+def ambiguous_networks(classes: Sequence[NetworkClass]) -> list[tuple[IPNetwork, int, int]]:
+    """Networks listed with the same prefix in two different non-zero classes."""
+    seen: dict[IPNetwork, int] = {}
+    clashes = []
+    for klass in classes:
+        if klass.id == 0:
+            continue
+        for net in klass.networks:
+            other = seen.setdefault(net, klass.id)
+            if other != klass.id:
+                clashes.append((net, other, klass.id))
+    return clashes

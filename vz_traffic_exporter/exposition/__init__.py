@@ -1,0 +1,1 @@
+"""Exposition: metric families built at scrape time, served over HTTP."""

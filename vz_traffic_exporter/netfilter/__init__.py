@@ -1,0 +1,1 @@
+"""Shared knowledge of netfilter: parsing its dumps, naming our objects."""

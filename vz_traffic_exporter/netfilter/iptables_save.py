@@ -1,0 +1,73 @@
+"""Parser for ``iptables-save -c`` / ``ip6tables-save -c`` output.
+
+Pure: text in, records out.  Works for the legacy and the nf_tables variant,
+whose outputs share the format::
+
+    *filter
+    :FORWARD ACCEPT [0:0]
+    :VZTRAFFIC-OUT-0 - [0:0]
+    [8:832] -A FORWARD -s 192.0.2.11/32
+    COMMIT
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+
+class ParseError(ValueError):
+    def __init__(self, line_no: int, line: str, why: str) -> None:
+        self.line_no = line_no
+        super().__init__(f"line {line_no}: {why}: {line!r}")
+
+
+@dataclass(frozen=True)
+class SavedRule:
+    chain: str
+    spec: str  # the rule after "-A CHAIN", as iptables-save prints it
+    packets: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class SavedTable:
+    name: str
+    policies: dict[str, str] = field(default_factory=dict)  # chain -> policy ("-" for user chains)
+    rules: list[SavedRule] = field(default_factory=list)
+
+    def chain_rules(self, chain: str) -> list[SavedRule]:
+        return [r for r in self.rules if r.chain == chain]
+
+
+_CHAIN = re.compile(r"^:(\S+)\s+(\S+)(?:\s+\[\d+:\d+\])?\s*$")
+_RULE = re.compile(r"^(?:\[(\d+):(\d+)\]\s+)?-A\s+(\S+)(?:\s+(.*?))?\s*$")
+
+
+def parse_iptables_save(text: str) -> dict[str, SavedTable]:
+    tables: dict[str, SavedTable] = {}
+    current: SavedTable | None = None
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], SavedTable(line[1:]))
+            continue
+        if line == "COMMIT":
+            current = None
+            continue
+        if current is None:
+            raise ParseError(line_no, raw, "outside a table")
+        if line.startswith(":"):
+            m = _CHAIN.match(line)
+            if not m:
+                raise ParseError(line_no, raw, "malformed chain line")
+            current.policies[m.group(1)] = m.group(2)
+            continue
+        m = _RULE.match(line)
+        if not m:
+            raise ParseError(line_no, raw, "malformed rule line")
+        packets, nbytes, chain, spec = m.groups()
+        current.rules.append(SavedRule(chain, spec or "", int(packets or 0), int(nbytes or 0)))
+    return tables

@@ -1,0 +1,80 @@
+"""Names and shapes of the iptables objects we own.
+
+Every chain we create starts with ``VZTRAFFIC-``; nothing else is ours.
+
+    FORWARD -> VZTRAFFIC-FORWARD -> VZTRAFFIC-CLS-OUT, VZTRAFFIC-CLS-IN
+    INPUT   -> VZTRAFFIC-INPUT   -> VZTRAFFIC-CLS-OUT        (host_traffic)
+    OUTPUT  -> VZTRAFFIC-OUTPUT  -> VZTRAFFIC-CLS-IN         (host_traffic)
+
+``VZTRAFFIC-CLS-OUT`` classifies a packet by its destination (the peer of a
+container that sends) and ``-g``oes to ``VZTRAFFIC-OUT-<class>``, where one
+rule per container address (``-s <ip> -j RETURN``) counts it.  ``CLS-IN``
+does the same by source into ``VZTRAFFIC-IN-<class>`` (``-d <ip>``).  A goto
+returns to the entry chain after counting, so each packet is counted in one
+class per direction, and nothing here ever accepts or drops.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Optional
+
+PREFIX = "VZTRAFFIC-"
+HOOKS = ("FORWARD", "INPUT", "OUTPUT")
+DIRECTIONS = ("in", "out")
+
+
+def entry_chain(hook: str) -> str:
+    return f"{PREFIX}{hook}"
+
+
+def classify_chain(direction: str) -> str:
+    return f"{PREFIX}CLS-{direction.upper()}"
+
+
+def counting_chain(direction: str, klass: int) -> str:
+    return f"{PREFIX}{direction.upper()}-{klass}"
+
+
+_COUNTING_CHAIN = re.compile(rf"^{PREFIX}(IN|OUT)-(\d+)$")
+_COUNTING_SPEC = re.compile(r"^-([sd]) (\S+?)(?:/(\d+))? -j RETURN$")
+
+
+def parse_counting_chain(name: str) -> Optional[tuple[str, int]]:
+    m = _COUNTING_CHAIN.match(name)
+    return (m.group(1).lower(), int(m.group(2))) if m else None
+
+
+def host_prefix(ip: str) -> str:
+    return f"{ip}/{ipaddress.ip_address(ip).max_prefixlen}"
+
+
+def counting_spec(direction: str, ip: str) -> str:
+    """The rule that counts one address: the container is source when it sends."""
+    flag = "-s" if direction == "out" else "-d"
+    return f"{flag} {host_prefix(ip)} -j RETURN"
+
+
+def parse_counting_spec(direction: str, spec: str) -> Optional[str]:
+    """The address a counting rule of ours counts, or None if it is not one."""
+    m = _COUNTING_SPEC.match(spec)
+    if not m or m.group(1) != ("s" if direction == "out" else "d"):
+        return None
+    try:
+        addr = ipaddress.ip_address(m.group(2))
+    except ValueError:
+        return None
+    if m.group(3) is not None and int(m.group(3)) != addr.max_prefixlen:
+        return None
+    return str(addr)
+
+
+def is_ours(chain: str) -> bool:
+    return chain.startswith(PREFIX)
+
+
+def jump_target(spec: str) -> Optional[str]:
+    """The chain a rule jumps or goes to, if any."""
+    m = re.search(r"(?:^|\s)-[jg]\s+(\S+)", spec)
+    return m.group(1) if m else None

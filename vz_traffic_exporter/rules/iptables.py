@@ -1,0 +1,354 @@
+"""The ``iptables`` backend: our accounting chains, as data, applied atomically.
+
+:func:`desired` builds the wanted rule set of one family as plain data;
+:func:`plan` diffs it against the live ``filter`` table into a list of
+operations; a writer applies the list as one transaction:
+
+- :class:`RestoreWriter`: one ``iptables-restore --noflush -w`` (both variants);
+- :class:`LibiptcWriter`: one libiptc commit through python-iptables, on hosts
+  whose iptables is the legacy one (python-iptables cannot see nf_tables).
+
+Counting rules are diffed, never flushed, so a re-sync keeps the counters of
+every unchanged rule; an empty plan touches nothing.  Only chains named
+``VZTRAFFIC-*`` and the jumps to them are ever written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol
+
+from ..discovery.classes import ClassTable
+from ..netfilter import layout
+from ..netfilter.iptables_save import SavedTable, parse_iptables_save
+from ..netfilter.xtables import FAMILIES, LEGACY, Xtables
+from ..runner import Runner
+
+log = logging.getLogger(__name__)
+
+FILTER = "filter"
+
+
+# --- the wanted state, as data --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """Our chains of one family, each with its rules in order, and the jumps to them."""
+
+    family: str
+    chains: tuple[tuple[str, tuple[str, ...]], ...]
+    jumps: tuple[tuple[str, str], ...]  # (built-in chain, rule spec)
+
+    def chain_map(self) -> dict[str, tuple[str, ...]]:
+        return dict(self.chains)
+
+
+def _family_of(ip: str) -> str:
+    return "ipv4" if ipaddress.ip_address(ip).version == 4 else "ipv6"
+
+
+def desired(family: str, ips: Iterable[str], classes: ClassTable, host_traffic: bool) -> Ruleset:
+    version = 4 if family == "ipv4" else 6
+    mine = sorted((ip for ip in ips if _family_of(ip) == family), key=ipaddress.ip_address)
+    chains: list[tuple[str, tuple[str, ...]]] = []
+    for direction in layout.DIRECTIONS:
+        peer = "-d" if direction == "out" else "-s"
+        steps = [
+            f"{peer} {net} -g {layout.counting_chain(direction, klass)}"
+            for net, klass in classes.ordered_networks(version)
+        ]
+        steps.append(f"-g {layout.counting_chain(direction, 0)}")
+        chains.append((layout.classify_chain(direction), tuple(steps)))
+        for klass in classes.ids():
+            specs = tuple(layout.counting_spec(direction, ip) for ip in mine)
+            chains.append((layout.counting_chain(direction, klass), specs))
+    entries = {
+        "FORWARD": ("out", "in"),
+        "INPUT": ("out",) if host_traffic else (),
+        "OUTPUT": ("in",) if host_traffic else (),
+    }
+    jumps = []
+    for hook in layout.HOOKS:
+        if entries[hook]:
+            steps = tuple(f"-j {layout.classify_chain(d)}" for d in entries[hook])
+            chains.append((layout.entry_chain(hook), steps))
+            jumps.append((hook, f"-j {layout.entry_chain(hook)}"))
+    return Ruleset(family, tuple(chains), tuple(jumps))
+
+
+# --- the diff -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Op:
+    """One step of a transaction: new, flush, delete_chain, append, insert, delete."""
+
+    action: str
+    chain: str
+    spec: str = ""
+
+    def restore_line(self) -> str:
+        return {
+            "new": f":{self.chain} - [0:0]",
+            "flush": f"-F {self.chain}",
+            "delete_chain": f"-X {self.chain}",
+            "append": f"-A {self.chain} {self.spec}",
+            "insert": f"-I {self.chain} 1 {self.spec}",
+            "delete": f"-D {self.chain} {self.spec}",
+        }[self.action]
+
+
+def _is_counting(chain: str) -> bool:
+    return layout.parse_counting_chain(chain) is not None
+
+
+def plan(current: SavedTable, want: Optional[Ruleset]) -> list[Op]:
+    """Operations that turn current into want (want None: remove everything of ours)."""
+    wanted = want.chain_map() if want else {}
+    ours = [c for c in current.policies if layout.is_ours(c)]
+    ops: list[Op] = [Op("new", chain) for chain in wanted if chain not in current.policies]
+    for chain, specs in wanted.items():
+        have = [r.spec for r in current.chain_rules(chain)]
+        if _is_counting(chain):
+            # Order does not matter here: delete what is extra, append what is missing,
+            # and every other rule keeps its counters.
+            ops += [Op("delete", chain, s) for s in _surplus(have, specs)]
+            ops += [Op("append", chain, s) for s in _surplus(specs, have)]
+        elif have != list(specs):
+            ops.append(Op("flush", chain))
+            ops += [Op("append", chain, s) for s in specs]
+    jumps = dict(want.jumps) if want else {}
+    for hook in layout.HOOKS:
+        have = [r.spec for r in current.chain_rules(hook) if _targets_ours(r.spec)]
+        wanted_jump = jumps.get(hook)
+        keep = [wanted_jump] if wanted_jump else []
+        ops += [Op("delete", hook, s) for s in _surplus(have, keep)]
+        if wanted_jump and wanted_jump not in have:
+            ops.append(Op("insert", hook, wanted_jump))
+    obsolete = [c for c in ours if c not in wanted]
+    ops += [Op("flush", c) for c in obsolete if current.chain_rules(c)]
+    ops += [Op("delete_chain", c) for c in obsolete]
+    return ops
+
+
+def _surplus(have: Sequence[str], want: Sequence[str]) -> list[str]:
+    """The entries of have beyond what want holds (multiset difference, in order)."""
+    extra = Counter(have) - Counter(want)
+    out = []
+    for spec in have:
+        if extra[spec] > 0:
+            extra[spec] -= 1
+            out.append(spec)
+    return out
+
+
+def _targets_ours(spec: str) -> bool:
+    target = layout.jump_target(spec)
+    return target is not None and layout.is_ours(target)
+
+
+def new_counting_rules(ops: Sequence[Op]) -> list[tuple[str, int, str]]:
+    """(direction, class, ip) of each counting rule a plan creates (starting at zero)."""
+    created = []
+    for op in ops:
+        parsed = layout.parse_counting_chain(op.chain) if op.action == "append" else None
+        if parsed:
+            ip = layout.parse_counting_spec(parsed[0], op.spec)
+            if ip:
+                created.append((parsed[0], parsed[1], ip))
+    return created
+
+
+# --- writers --------------------------------------------------------------
+
+
+class Writer(Protocol):
+    def apply(self, family: str, ops: Sequence[Op]) -> None: ...
+
+
+@dataclass
+class RestoreWriter:
+    runner: Runner
+
+    def apply(self, family: str, ops: Sequence[Op]) -> None:
+        text = "\n".join([f"*{FILTER}", *(op.restore_line() for op in ops), "COMMIT", ""])
+        self.runner.run([Xtables.program(family, "restore"), "-w", "5", "--noflush"], stdin=text)
+
+
+_LIBIPTC_LOCK = threading.Lock()  # python-iptables is not thread-safe
+
+
+class LibiptcWriter:
+    """One libiptc transaction per family through python-iptables (legacy only).
+
+    libiptc keeps the counters of every rule it does not change, and its
+    commit fails if the table changed since the snapshot; we hold the xtables
+    lock from snapshot to commit so that ``iptables -w`` users wait for us.
+    """
+
+    lock_path = os.environ.get("XTABLES_LOCKFILE", "/run/xtables.lock")
+
+    def apply(self, family: str, ops: Sequence[Op]) -> None:
+        import iptc  # imported late: loading it has side effects (modprobe)
+
+        with _LIBIPTC_LOCK, _xtables_lock(self.lock_path):
+            table_class = iptc.Table if family == "ipv4" else iptc.Table6
+            table = table_class(table_class.FILTER, autocommit=False)
+            table.refresh()
+            try:
+                for op in ops:
+                    self._apply_one(iptc, table, family, op)
+                table.commit()
+            finally:
+                table.refresh()
+
+    def _apply_one(self, iptc: Any, table: Any, family: str, op: Op) -> None:
+        if op.action == "new":
+            table.create_chain(op.chain)
+        elif op.action == "delete_chain":
+            table.delete_chain(op.chain)
+        else:
+            chain = iptc.Chain(table, op.chain)
+            if op.action == "flush":
+                chain.flush()
+            elif op.action == "append":
+                chain.append_rule(_to_iptc(iptc, family, op.spec))
+            elif op.action == "insert":
+                chain.insert_rule(_to_iptc(iptc, family, op.spec))
+            elif op.action == "delete":
+                for rule in chain.rules:
+                    if _from_iptc(rule) == op.spec:
+                        chain.delete_rule(rule)
+                        break
+                else:
+                    raise RuntimeError(f"rule to delete not found: -A {op.chain} {op.spec}")
+
+
+class _xtables_lock:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        try:
+            self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as err:
+            log.debug("xtables lock %s not taken: %s", self.path, err)
+            return
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = -1
+
+
+def _to_iptc(iptc: Any, family: str, spec: str) -> Any:
+    """An iptc rule for one of our own specs (-s/-d, then -j/-g)."""
+    rule = iptc.Rule() if family == "ipv4" else iptc.Rule6()
+    words = spec.split()
+    target, goto = "", False
+    for flag, value in zip(words[::2], words[1::2]):
+        if flag == "-s":
+            rule.src = value
+        elif flag == "-d":
+            rule.dst = value
+        elif flag in ("-j", "-g"):
+            target, goto = value, flag == "-g"
+        else:
+            raise ValueError(f"not one of our rule specs: {spec!r}")
+    rule.target = rule.create_target(target, goto=goto)
+    return rule
+
+
+def _from_iptc(rule: Any) -> str:
+    """The iptables-save form of a rule with at most -s, -d, -j/-g."""
+    parts = []
+    for flag, value in (("-s", rule.src), ("-d", rule.dst)):
+        net = ipaddress.ip_network(_cidr(value), strict=False)
+        if net.prefixlen:
+            parts.append(f"{flag} {net}")
+    if rule.target is not None and rule.target.name:
+        parts.append(f"{'-g' if rule.target.goto else '-j'} {rule.target.name}")
+    return " ".join(parts)
+
+
+def _cidr(value: str) -> str:
+    addr, _, mask = value.partition("/")
+    if mask and "." in mask:
+        return f"{addr}/{ipaddress.IPv4Address(mask).compressed}"
+    return value
+
+
+# --- the backend ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    changes: int
+    created: tuple[tuple[str, int, str], ...]  # new counting rules (direction, class, ip)
+
+
+class IptablesRules:
+    name = "iptables"
+
+    def __init__(self, runner: Runner, xtables: Xtables, writer: Optional[Writer] = None) -> None:
+        self.runner = runner
+        self.xtables = xtables
+        if writer is None:
+            writer = LibiptcWriter() if xtables.variant == LEGACY else RestoreWriter(runner)
+        self.writer = writer
+
+    def current(self, family: str) -> SavedTable:
+        text = self.runner.run([Xtables.program(family, "save"), "-t", FILTER])
+        return parse_iptables_save(text).get(FILTER, SavedTable(FILTER))
+
+    def sync(self, ips: Iterable[str], classes: ClassTable, host_traffic: bool) -> SyncResult:
+        ips = list(ips)
+        changes, created = 0, []
+        for family in FAMILIES:
+            want = desired(family, ips, classes, host_traffic)
+            ops = plan(self.current(family), want)
+            if ops:
+                log.info("%s: applying %d rule changes", family, len(ops))
+                self.writer.apply(family, ops)
+            changes += len(ops)
+            created += new_counting_rules(ops)
+        return SyncResult(changes, tuple(created))
+
+    def in_sync(self, tables: dict[str, SavedTable], ips: Sequence[str], classes: ClassTable,
+                host_traffic: bool) -> bool:
+        """Whether the given live tables already hold exactly the wanted rules."""
+        return all(
+            not plan(tables.get(family, SavedTable(FILTER)), desired(family, ips, classes, host_traffic))
+            for family in FAMILIES
+        )
+
+    def remove(self) -> int:
+        changes = 0
+        for family in FAMILIES:
+            ops = plan(self.current(family), None)
+            if ops:
+                self.writer.apply(family, ops)
+            changes += len(ops)
+        return changes
+
+    def show(self) -> str:
+        """Our chains and the jumps to them, with counters, in iptables-save form."""
+        out = []
+        for family in FAMILIES:
+            text = self.runner.run([Xtables.program(family, "save"), "-c", "-t", FILTER])
+            table = parse_iptables_save(text).get(FILTER, SavedTable(FILTER))
+            out.append(f"# {Xtables.program(family)} ({self.xtables.variant})")
+            for rule in table.rules:
+                if layout.is_ours(rule.chain) or _targets_ours(rule.spec):
+                    out.append(f"[{rule.packets}:{rule.bytes}] -A {rule.chain} {rule.spec}")
+        return "\n".join(out) + "\n"

@@ -1,0 +1,81 @@
+"""The one door to the outside world: every external command runs through here.
+
+A :class:`Runner` runs argv lists with a timeout and ``LC_ALL=C`` and returns
+the captured output; a failure raises :class:`CommandError` carrying argv,
+exit code and stderr.  Sources and rule backends take a runner as a parameter,
+so tests can inject one that replays captured output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class CommandError(Exception):
+    """A command could not be run or exited non-zero."""
+
+    def __init__(self, argv: Sequence[str], returncode: Optional[int], stderr: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        if returncode is None:
+            why = self.stderr or "could not be run"
+        else:
+            why = f"exited {returncode}" + (f": {self.stderr}" if self.stderr else "")
+        super().__init__(f"command `{' '.join(self.argv)}` {why}")
+
+
+class CommandNotFound(CommandError):
+    """The program is not installed (not on PATH)."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        super().__init__(argv, None, f"{argv[0]}: not found on PATH")
+
+
+class Runner(Protocol):
+    def run(self, argv: Sequence[str], *, stdin: Optional[str] = None) -> str:
+        """Run argv and return its stdout; raise CommandError on failure."""
+        ...
+
+    def which(self, program: str) -> Optional[str]:
+        """Return the path of program if it is installed."""
+        ...
+
+
+@dataclass
+class SystemRunner:
+    """Runs real commands."""
+
+    timeout: float = DEFAULT_TIMEOUT
+
+    def run(self, argv: Sequence[str], *, stdin: Optional[str] = None) -> str:
+        env = dict(os.environ, LC_ALL="C", LANG="C")
+        try:
+            proc = subprocess.run(
+                list(argv),
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                env=env,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise CommandNotFound(argv) from None
+        except subprocess.TimeoutExpired:
+            raise CommandError(argv, None, f"timed out after {self.timeout:g}s") from None
+        except OSError as err:
+            raise CommandError(argv, None, str(err)) from None
+        if proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, proc.stderr)
+        return proc.stdout
+
+    def which(self, program: str) -> Optional[str]:
+        return shutil.which(program)
