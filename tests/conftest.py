@@ -1,0 +1,67 @@
+"""Shared test helpers: a runner that replays captured command output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional, Union
+
+import pytest
+
+from vz_traffic_exporter.runner import CommandError, CommandNotFound
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_text(relative: str) -> str:
+    return (FIXTURES / relative).read_text()
+
+
+class ReplayRunner:
+    """Answers each argv from a table of captured outputs (or errors); records calls."""
+
+    def __init__(self, outputs: dict[tuple[str, ...], Union[str, CommandError]],
+                 installed: Sequence[str] = ("iptables", "ip6tables")) -> None:
+        self.outputs = outputs
+        self.installed = set(installed)
+        self.calls: list[tuple[tuple[str, ...], Optional[str]]] = []
+
+    def run(self, argv: Sequence[str], *, stdin: Optional[str] = None) -> str:
+        key = tuple(argv)
+        self.calls.append((key, stdin))
+        if argv[0].split("-")[0] not in self.installed:
+            raise CommandNotFound(argv)
+        answer = self.outputs.get(key)
+        if answer is None:
+            raise CommandError(argv, 1, f"no recorded output for {' '.join(argv)}")
+        if isinstance(answer, CommandError):
+            raise answer
+        return answer
+
+    def which(self, program: str) -> Optional[str]:
+        return f"/usr/sbin/{program}" if program in self.installed else None
+
+
+NFT_VERSION = "iptables v1.8.9 (nf_tables)\n"
+
+
+def managed_runner(**extra: Union[str, CommandError]) -> ReplayRunner:
+    """A node with our rules installed and traffic counted (captured in a lab)."""
+    outputs: dict[tuple[str, ...], Union[str, CommandError]] = {
+        ("iptables", "--version"): NFT_VERSION,
+        ("iptables-save", "-c", "-t", "filter"): fixture_text("cmd/iptables-save-c.txt"),
+        ("ip6tables-save", "-c", "-t", "filter"): fixture_text("cmd/ip6tables-save-c.txt"),
+        ("iptables-save", "-t", "filter"): fixture_text("cmd/iptables-save-c.txt"),
+        ("ip6tables-save", "-t", "filter"): fixture_text("cmd/ip6tables-save-c.txt"),
+    }
+    return ReplayRunner(outputs)
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
+    def write(text: str) -> str:
+        path = tmp_path / "config.yaml"
+        path.write_text(text)
+        return str(path)
+
+    return write

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import FIXTURES, ReplayRunner, managed_runner
+from vz_traffic_exporter import cli
+from vz_traffic_exporter.config import load
+from vz_traffic_exporter.exporter import Exporter
+from vz_traffic_exporter.exposition import collector, http
+from vz_traffic_exporter.runner import CommandError
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+LAB = str(FIXTURES / "lab.yaml")
+
+
+def dump(capsys: pytest.CaptureFixture[str], runner: ReplayRunner, *args: str) -> str:
+    assert cli.main(["--config", LAB, *args, "dump"], runner=runner) == 0
+    return capsys.readouterr().out
+
+
+def normalised(text: str) -> str:
+    return re.sub(r"(vz_traffic_source_duration_seconds\{[^}]*\}) \S+", r"\1 0.0", text)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def test_dump_matches_golden_exposition(capsys: pytest.CaptureFixture[str]) -> None:
+    text = normalised(dump(capsys, managed_runner()))
+    golden = GOLDEN / "dump-iptables.prom"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+    assert "_created" not in text
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_golden_exposition_passes_promtool() -> None:
+    proc = subprocess.run(["promtool", "check", "metrics"], input=(GOLDEN / "dump-iptables.prom").read_bytes(),
+                          capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_values_come_from_the_rule_counters(capsys: pytest.CaptureFixture[str]) -> None:
+    got = samples(dump(capsys, managed_runner()))
+
+    def ip(veid: str, addr: str, klass: str, direction: str) -> float:
+        labels = (("class", klass), ("direction", direction), ("ip", addr), ("veid", veid))
+        return got[("vz_traffic_ip_bytes_total", labels)]
+
+    assert ip("101", "192.0.2.11", "1", "out") == 1280
+    assert ip("102", "192.0.2.12", "0", "in") == 4112
+    assert ip("101", "2001:db8::b", "1", "out") == 340
+    assert ip("102", "2001:db8::c", "1", "in") == 468
+
+
+def test_a_failing_source_is_down_and_the_rest_still_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    runner = managed_runner()
+    runner.outputs[("ip6tables-save", "-c", "-t", "filter")] = CommandError(
+        ["ip6tables-save"], 1, "ip6tables-save: broken")
+    got = samples(dump(capsys, runner))
+    assert got[("vz_traffic_source_up", (("source", "iptables"),))] == 0
+    assert got[("vz_traffic_source_up", (("source", "static"),))] == 1
+    assert got[("vz_traffic_container_info", (("name", "ct101"), ("veid", "101")))] == 1
+
+
+def test_backend_iptables_without_iptables_is_a_source_error(
+        capsys: pytest.CaptureFixture[str], write_config: Any) -> None:
+    path = write_config("netfilter: {backend: iptables}\n")
+    runner = ReplayRunner({}, installed=())
+    assert cli.main(["dump", "--config", path], runner=runner) == 0
+    got = samples(capsys.readouterr().out)
+    assert got[("vz_traffic_source_up", (("source", "iptables"),))] == 0
+
+
+def test_backend_auto_without_iptables_is_silently_off(
+        capsys: pytest.CaptureFixture[str], write_config: Any) -> None:
+    runner = ReplayRunner({}, installed=())
+    assert cli.main(["dump", "--config", write_config("{}\n")], runner=runner) == 0
+    assert 'source="iptables"' not in capsys.readouterr().out
+
+
+def test_sources_survive_an_unexpected_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    exporter = Exporter(load(LAB), managed_runner())
+
+    def boom(*args: object) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(exporter, "_read_iptables", boom)
+    snap = exporter.poll()
+    assert {s.name: s.up for s in snap.statuses} == {"static": True, "iptables": False}
+
+
+def call(app: http.WSGIApp, path: str) -> tuple[str, bytes]:
+    status: list[str] = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "",
+               "wsgi.input": BytesIO(), "SERVER_NAME": "x", "SERVER_PORT": "1",
+               "wsgi.url_scheme": "http", "HTTP_ACCEPT": "text/plain"}
+    body = b"".join(app(environ, lambda s, h, *a: status.append(s)))
+    return status[0], body
+
+
+def test_http_landing_page_metrics_and_404() -> None:
+    exporter = Exporter(load(LAB), managed_runner())
+    app = http.make_app(collector.registry(exporter.poll), "/metrics")
+    status, body = call(app, "/")
+    assert status.startswith("200") and b'href="/metrics"' in body
+    status, body = call(app, "/metrics")
+    assert status.startswith("200") and b"vz_traffic_ip_bytes_total{" in body
+    assert call(app, "/nothing")[0].startswith("404")
+
+
+def test_registering_the_collector_reads_nothing() -> None:
+    runner = managed_runner()
+    collector.registry(Exporter(load(LAB), runner).poll)
+    assert runner.calls == []
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (":10057", ("", 10057)), ("127.0.0.1:9", ("127.0.0.1", 9)), ("[::1]:80", ("::1", 80))])
+def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
+    assert http.parse_listen_address(text) == expected

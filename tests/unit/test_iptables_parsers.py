@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import fixture_text
+from vz_traffic_exporter.netfilter.iptables_save import ParseError, parse_iptables_save
+from vz_traffic_exporter.netfilter.xtables import LEGACY, NFT, parse_version
+from vz_traffic_exporter.sources.iptables import (
+    adopted_readings,
+    managed_readings,
+    parse_adopted_spec,
+)
+
+
+def test_parse_save_keeps_chains_rules_and_counters() -> None:
+    table = parse_iptables_save(fixture_text("cmd/iptables-save-c.txt"))["filter"]
+    assert table.policies["FORWARD"] == "ACCEPT"
+    assert table.policies["VZTRAFFIC-OUT-1"] == "-"
+    rule = table.chain_rules("FORWARD")[1]
+    assert (rule.spec, rule.packets, rule.bytes) == ("-i vpeer -p tcp -m tcp --dport 25 -j DROP", 0, 0)
+
+
+def test_parse_save_reports_the_bad_line() -> None:
+    with pytest.raises(ParseError, match="line 3: malformed rule line"):
+        parse_iptables_save("*filter\n:INPUT ACCEPT [0:0]\n[1:2] -X INPUT\nCOMMIT\n")
+
+
+def test_managed_readings_are_our_counting_rules_only() -> None:
+    table = parse_iptables_save(fixture_text("cmd/iptables-save-c.txt"))["filter"]
+    got = {(r.ip, r.klass, r.direction): (r.packets, r.bytes) for r in managed_readings(table)}
+    assert got == {
+        ("192.0.2.11", 0, "in"): (0, 0), ("192.0.2.12", 0, "in"): (4, 4112),
+        ("192.0.2.11", 1, "in"): (0, 0), ("192.0.2.12", 1, "in"): (0, 0),
+        ("192.0.2.11", 0, "out"): (5, 376), ("192.0.2.12", 0, "out"): (0, 0),
+        ("192.0.2.11", 1, "out"): (10, 1280), ("192.0.2.12", 1, "out"): (0, 0),
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("-s 192.0.2.11/32", ("out", "192.0.2.11")),
+        ("-d 192.0.2.11/32", ("in", "192.0.2.11")),
+        ("-s 192.0.2.12/32 -i v102", ("out", "192.0.2.12")),
+        ("-d 2001:db8::b/128 -o eth0", ("in", "2001:db8::b")),
+        ("-s 192.0.2.0/24", None),                 # a network, not an address
+        ("-s 192.0.2.11/32 -j ACCEPT", None),      # has a target
+        ("-s 192.0.2.11/32 -d 203.0.113.1/32", None),
+        ("-s 192.0.2.11/32 -p tcp", None),
+        ("", None),
+    ],
+)
+def test_adopted_rule_shapes(spec: str, expected: object) -> None:
+    assert parse_adopted_spec(spec) == expected
+
+
+def test_adopted_readings_from_wiki_style_rules() -> None:
+    table = parse_iptables_save(fixture_text("cmd/iptables-save-c-adopted.txt"))["filter"]
+    readings = adopted_readings("ipv4", table)
+    got = [(r.counter, r.ip, r.direction, r.packets, r.bytes) for r in readings]
+    assert got == [
+        (("adopted", "ipv4", "INPUT", "-s 192.0.2.12/32 -i v102", 0), "192.0.2.12", "out", 3, 114),
+        (("adopted", "ipv4", "FORWARD", "-s 192.0.2.11/32", 0), "192.0.2.11", "out", 10, 1280),
+        (("adopted", "ipv4", "FORWARD", "-d 192.0.2.11/32", 0), "192.0.2.11", "in", 4, 312),
+        (("adopted", "ipv4", "FORWARD", "-s 192.0.2.12/32", 0), "192.0.2.12", "out", 0, 0),
+        (("adopted", "ipv4", "FORWARD", "-d 192.0.2.12/32", 0), "192.0.2.12", "in", 0, 0),
+        (("adopted", "ipv4", "FORWARD", "-s 192.0.2.11/32", 1), "192.0.2.11", "out", 10, 1280),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "variant", "version"),
+    [
+        ("iptables v1.8.9 (nf_tables)\n", NFT, "1.8.9"),
+        ("iptables v1.8.9 (legacy)\n", LEGACY, "1.8.9"),
+        ("iptables v1.4.21\n", LEGACY, "1.4.21"),
+    ],
+)
+def test_variant_detection(text: str, variant: str, version: str) -> None:
+    xt = parse_version(text)
+    assert (xt.variant, xt.version) == (variant, version)
