@@ -1,0 +1,164 @@
+"""Namespace labs for integration tests: real kernel, real iptables, real traffic.
+
+Each test gets its own lab (node, three containers, a peer) in namespaces
+named with a unique prefix; they are destroyed after the test, pass or fail.
+The exporter runs inside the node namespace with a PATH that selects the
+iptables variant under test, the way a host's alternatives do.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from netlab.lab import CLASS_NETWORKS, Lab, LabContainer, default_containers, leftover_namespaces
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPORTER = [sys.executable, "-m", "vz_traffic_exporter"]
+_serial = itertools.count()
+
+
+def _require_root_and_tools() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    for tool in ("ip", "iptables-legacy", "iptables-nft"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+
+
+@pytest.fixture(params=["legacy", "nft"])
+def variant(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A PATH directory whose iptables* commands are the variant under test."""
+    _require_root_and_tools()
+    bindir = tmp_path / f"bin-{request.param}"
+    bindir.mkdir()
+    for base in ("iptables", "ip6tables"):
+        for suffix in ("", "-save", "-restore"):
+            target = shutil.which(f"{base}-{request.param}{suffix}")
+            assert target, f"{base}-{request.param}{suffix} missing"
+            (bindir / f"{base}{suffix}").symlink_to(target)
+    yield str(bindir)
+
+
+class NodeLab(Lab):
+    """A lab plus the helpers to run the exporter and iptables on its node."""
+
+    bindir: str = ""
+    workdir: Path = Path()
+    path: Optional[str] = None  # a PATH of the test's choosing for the exporter
+
+    def env_path(self) -> str:
+        if self.path is not None:
+            return self.path
+        return f"{self.bindir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+
+    def node_cmd(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.node, "env", f"PATH={self.env_path()}", *argv],
+            capture_output=True, text=True, check=False, cwd=ROOT,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{argv} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def iptables(self, family: str, *args: str) -> str:
+        return self.node_cmd("iptables" if family == "ipv4" else "ip6tables", "-w", *args).stdout
+
+    def save(self, family: str) -> str:
+        """iptables-save of the filter table without counters and comments."""
+        tool = "iptables-save" if family == "ipv4" else "ip6tables-save"
+        out = self.node_cmd(tool, "-t", "filter").stdout
+        return "\n".join(
+            line.split(" [")[0] if line.startswith(":") else line
+            for line in out.splitlines() if not line.startswith("#")
+        )
+
+    def write_config(self, containers: list[LabContainer], **sections: object) -> str:
+        data: dict[str, object] = {
+            "containers": {"static": [
+                {"veid": ct.veid, "name": ct.name, "ips": [ct.ipv4, ct.ipv6]} for ct in containers
+            ]},
+            "network_classes": [
+                {"id": 1, "name": "peering", "networks": CLASS_NETWORKS[1]},
+                {"id": 0, "name": "local", "networks": CLASS_NETWORKS[0]},
+            ],
+            "state": {"poll_interval": "1s"},
+        }
+        data.update(sections)
+        path = self.workdir / f"config-{next(_serial)}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return str(path)
+
+    def exporter(self, config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.node_cmd(*EXPORTER, "--config", config, *args, check=check)
+
+    def dump(self, config: str) -> dict[tuple[str, ...], float]:
+        return parse_ip_series(self.exporter(config, "dump").stdout)
+
+    def start_serve(self, config: str, port: int = 10057) -> subprocess.Popen[bytes]:
+        proc = self.spawn(self.node, "env", f"PATH={self.env_path()}", *EXPORTER,
+                          "--config", config, f"--web.listen-address=127.0.0.1:{port}",
+                          cwd=str(ROOT))
+        deadline = time.monotonic() + 20
+        while True:
+            probe = subprocess.run(["ip", "netns", "exec", self.node, "ss", "-Hntl",
+                                    f"sport = :{port}"], capture_output=True, text=True, check=False)
+            if probe.stdout.strip():
+                return proc
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("the exporter did not start listening")
+            time.sleep(0.1)
+
+    def scrape(self, port: int = 10057, path: str = "/metrics") -> tuple[int, str]:
+        code = (
+            "import sys, urllib.request, urllib.error\n"
+            f"try:\n r = urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=10)\n"
+            " sys.stdout.write(str(r.status) + '\\n' + r.read().decode())\n"
+            "except urllib.error.HTTPError as e:\n sys.stdout.write(str(e.code) + '\\n')\n"
+        )
+        out = self.ns(self.node, sys.executable, "-c", code)
+        status, _, body = out.partition("\n")
+        return int(status), body
+
+
+def parse_ip_series(text: str) -> dict[tuple[str, ...], float]:
+    """{(metric, veid, ip, class, direction) or (metric, source): value}."""
+    out: dict[tuple[str, ...], float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name.startswith("vz_traffic_ip_"):
+                key = (s.name, s.labels["veid"], s.labels["ip"], s.labels["class"],
+                       s.labels["direction"])
+            elif "source" in s.labels:
+                key = (s.name, s.labels["source"])
+            else:
+                key = (s.name, *sorted(s.labels.values()))
+            out[key] = s.value
+    return out
+
+
+@pytest.fixture
+def lab(variant: str, tmp_path: Path) -> Iterator[NodeLab]:
+    prefix = f"vzt{os.getpid() % 10000}x{next(_serial)}-"
+    node_lab = NodeLab(prefix)
+    node_lab.bindir = variant
+    node_lab.workdir = tmp_path
+    try:
+        node_lab.build(default_containers(prefix))
+        yield node_lab
+    finally:
+        node_lab.destroy()
+        assert leftover_namespaces(prefix) == []
+
+

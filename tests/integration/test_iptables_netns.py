@@ -1,0 +1,181 @@
+"""Byte-exact accounting with real iptables (legacy and nf_tables) and real traffic."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import pytest
+
+from netlab.lab import NODE_V4, NODE_V6, PEERS, LabContainer, default_containers
+
+from .conftest import NodeLab, parse_ip_series
+
+pytestmark = pytest.mark.netns
+
+BYTES, PACKETS = "vz_traffic_ip_bytes_total", "vz_traffic_ip_packets_total"
+FOREIGN = {
+    "ipv4": [["-A", "FORWARD", "-i", "vpeer", "-p", "tcp", "--dport", "25", "-j", "DROP"],
+             ["-A", "INPUT", "-p", "icmp", "-j", "ACCEPT"]],
+    "ipv6": [["-A", "FORWARD", "-p", "tcp", "--dport", "25", "-j", "REJECT"],
+             ["-A", "INPUT", "-p", "ipv6-icmp", "-j", "ACCEPT"]],
+}
+
+
+class Expected:
+    """What the exporter must show: every (veid, ip, class, direction), zeros included."""
+
+    def __init__(self, containers: list[LabContainer]) -> None:
+        self.values: dict[tuple[str, ...], float] = defaultdict(float)
+        for ct in containers:
+            for ip in (ct.ipv4, ct.ipv6):
+                for klass in ("0", "1"):
+                    for direction in ("in", "out"):
+                        for metric in (BYTES, PACKETS):
+                            self.values[(metric, ct.veid, ip, klass, direction)] = 0
+
+    def add(self, ct: LabContainer, ip: str, klass: int, direction: str,
+            count: int, nbytes: int) -> None:
+        self.values[(PACKETS, ct.veid, ip, str(klass), direction)] += count
+        self.values[(BYTES, ct.veid, ip, str(klass), direction)] += nbytes
+
+
+def ip_series(values: dict[tuple[str, ...], float]) -> dict[tuple[str, ...], float]:
+    return {k: v for k, v in values.items() if k[0] in (BYTES, PACKETS)}
+
+
+def send_mixed_traffic(lab: NodeLab, expected: Expected, host: bool) -> None:
+    """Each container talks to peers of class 1, class 0 and the class-0 hole, both ways,
+    IPv4 and IPv6, with its own counts and sizes; and to the node itself."""
+    for i, ct in enumerate(lab.containers):
+        for family, ip in ((0, ct.ipv4), (1, ct.ipv6)):
+            for j, (peer, klass) in enumerate((("peering", 1), ("world", 0), ("hole", 0))):
+                peer_ip = PEERS[peer][family]
+                count, size = 3 + i + j, 100 + 37 * i + 11 * j + family
+                sent = lab.send_udp(ct.ns, ip, peer_ip, count, size)
+                expected.add(ct, ip, klass, "out", count, sent)
+                count, size = 2 + j, 900 - 50 * i - 7 * j
+                sent = lab.send_udp(lab.peer, peer_ip, ip, count, size)
+                expected.add(ct, ip, klass, "in", count, sent)
+            node_ip = (NODE_V4, NODE_V6)[family]
+            sent = lab.send_udp(ct.ns, ip, node_ip, 4, 64 + i)
+            sent_back = lab.send_udp(lab.node, node_ip, ip, 5, 32 + i)
+            if host:
+                expected.add(ct, ip, 0, "out", 4, sent)
+                expected.add(ct, ip, 0, "in", 5, sent_back)
+
+
+def add_foreign_rules(lab: NodeLab) -> None:
+    for family, rules in FOREIGN.items():
+        for rule in rules:
+            lab.iptables(family, *rule)
+
+
+def test_counts_are_byte_exact_sync_is_idempotent_and_remove_leaves_no_trace(lab: NodeLab) -> None:
+    add_foreign_rules(lab)
+    before = {family: lab.save(family) for family in FOREIGN}
+    config = lab.write_config(lab.containers)
+
+    assert "changes" in lab.exporter(config, "rules", "sync").stdout
+    expected = Expected(lab.containers)
+    send_mixed_traffic(lab, expected, host=True)
+    first = ip_series(lab.dump(config))
+    assert first == expected.values
+
+    # A second sync changes nothing and keeps every counter.
+    assert "(0 changes)" in lab.exporter(config, "rules", "sync").stdout
+    assert ip_series(lab.dump(config)) == expected.values
+
+    # Adding a container keeps the others' counters.
+    new = default_containers(lab.prefix, 4)[3]
+    lab.add_container(new)
+    bigger = lab.write_config(lab.containers)
+    lab.exporter(bigger, "rules", "sync")
+    after = ip_series(lab.dump(bigger))
+    assert {k: v for k, v in after.items() if k[1] != new.veid} == expected.values
+    assert {v for k, v in after.items() if k[1] == new.veid} == {0}
+    sent = lab.send_udp(new.ns, new.ipv4, PEERS["peering"][0], 7, 200)
+    assert lab.dump(bigger)[(BYTES, new.veid, new.ipv4, "1", "out")] == sent
+
+    # Foreign rules were there throughout; removal leaves the tables as they were.
+    for family in FOREIGN:
+        assert "--dport 25" in lab.save(family)
+    lab.exporter(bigger, "rules", "remove")
+    assert {family: lab.save(family) for family in FOREIGN} == before
+
+
+def test_host_traffic_false_counts_only_forwarded_traffic(lab: NodeLab) -> None:
+    config = lab.write_config(lab.containers, netfilter={"host_traffic": False})
+    lab.exporter(config, "rules", "sync")
+    assert "VZTRAFFIC-INPUT" not in lab.save("ipv4")
+    expected = Expected(lab.containers)
+    send_mixed_traffic(lab, expected, host=False)
+    assert ip_series(lab.dump(config)) == expected.values
+    lab.exporter(config, "rules", "remove")
+
+
+def test_adopted_wiki_rules_are_exported_per_veid(lab: NodeLab) -> None:
+    # Exactly the OpenVZ wiki recipe: one -s and one -d rule per address, no target.
+    for ct in lab.containers:
+        for ip, family in ((ct.ipv4, "ipv4"), (ct.ipv6, "ipv6")):
+            lab.iptables(family, "-A", "FORWARD", "-s", ip)
+            lab.iptables(family, "-A", "FORWARD", "-d", ip)
+    ct = lab.containers[0]
+    lab.iptables("ipv4", "-A", "FORWARD", "-s", ct.ipv4)  # the same rule twice
+    before = lab.save("ipv4")
+    config = lab.write_config(lab.containers, netfilter={"manage_rules": False})
+
+    out_bytes = lab.send_udp(ct.ns, ct.ipv4, PEERS["peering"][0], 10, 300)
+    in_bytes = lab.send_udp(lab.peer, PEERS["world"][1], ct.ipv6, 6, 120)
+    got = lab.dump(config)
+    assert got[(BYTES, "101", ct.ipv4, "0", "out")] == 2 * out_bytes  # summed, one series
+    assert got[(PACKETS, "101", ct.ipv4, "0", "out")] == 20
+    assert got[(BYTES, "101", ct.ipv6, "0", "in")] == in_bytes
+    assert got[(BYTES, "102", lab.containers[1].ipv4, "0", "out")] == 0
+    assert len([k for k in got if k[0] == BYTES]) == 12  # 3 containers x 2 IPs x 2 directions
+    assert lab.save("ipv4") == before  # adopted mode never writes
+
+
+def test_counter_zeroing_never_decreases_exported_values(lab: NodeLab) -> None:
+    config = lab.write_config(lab.containers)
+    server = lab.start_serve(config)
+    ct = lab.containers[1]
+    key = (BYTES, ct.veid, ct.ipv4, "1", "out")
+    key6 = (BYTES, ct.veid, ct.ipv6, "0", "in")
+    first = lab.send_udp(ct.ns, ct.ipv4, PEERS["peering"][0], 40, 500)
+    first6 = lab.send_udp(lab.peer, PEERS["world"][1], ct.ipv6, 30, 400)
+    status, body = lab.scrape()
+    assert status == 200
+    seen = parse_ip_series(body)
+    assert (seen[key], seen[key6]) == (first, first6)
+
+    lab.iptables("ipv4", "-Z")
+    lab.iptables("ipv6", "-Z")
+    values = [seen]
+    for _ in range(3):
+        values.append(parse_ip_series(lab.scrape()[1]))
+    second = lab.send_udp(ct.ns, ct.ipv4, PEERS["peering"][0], 5, 500)
+    second6 = lab.send_udp(lab.peer, PEERS["world"][1], ct.ipv6, 3, 400)
+    time.sleep(1.5)  # let a background poll run as well
+    final = parse_ip_series(lab.scrape()[1])
+    values.append(final)
+    assert (final[key], final[key6]) == (first + second, first6 + second6)
+    for earlier, later in zip(values, values[1:]):
+        for k, v in earlier.items():
+            if k[0] in (BYTES, PACKETS):
+                assert later[k] >= v, k
+    assert final[("vz_traffic_counter_resets_total", "iptables")] >= 2
+    server.terminate()
+    assert server.wait(10) == 0
+
+
+def test_missing_iptables_flips_source_up_and_metrics_still_answer(lab: NodeLab) -> None:
+    config = lab.write_config(lab.containers, netfilter={"backend": "iptables"})
+    lab.path = "/usr/bin:/bin"  # no iptables on this PATH
+    lab.start_serve(config)
+    status, body = lab.scrape()
+    assert status == 200
+    got = parse_ip_series(body)
+    assert got[("vz_traffic_source_up", "iptables")] == 0
+    assert got[("vz_traffic_source_up", "static")] == 1
+    assert lab.scrape(path="/")[0] == 200
