@@ -18,6 +18,7 @@ address detection is off, so the only IP traffic is the traffic a test sends
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -120,21 +121,68 @@ class Lab:
 
     def _link(self, ns: str, node_if: str, mac: str) -> None:
         """A veth between ns (eth0, mac) and the node (node_if, NODE_MAC)."""
-        run(["ip", "-n", self.node, "link", "add", node_if, "address", self.NODE_MAC, "type",
-             "veth", "peer", "name", "eth0", "address", mac, "netns", ns])
+        run(
+            [
+                "ip",
+                "-n",
+                self.node,
+                "link",
+                "add",
+                node_if,
+                "address",
+                self.NODE_MAC,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "address",
+                mac,
+                "netns",
+                ns,
+            ]
+        )
         run(["ip", "-n", self.node, "link", "set", node_if, "up"])
         run(["ip", "-n", ns, "link", "set", "eth0", "up"])
         # The other side's gateway addresses, resolved statically.
         for gw in (NODE_V4, GATEWAY_V6):
-            run(["ip", "-n", ns, "neigh", "replace", gw, "lladdr", self.NODE_MAC, "dev", "eth0",
-                 "nud", "permanent"])
+            run(
+                [
+                    "ip",
+                    "-n",
+                    ns,
+                    "neigh",
+                    "replace",
+                    gw,
+                    "lladdr",
+                    self.NODE_MAC,
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
+                ]
+            )
         run(["ip", "-n", ns, "route", "add", "default", "via", NODE_V4, "dev", "eth0", "onlink"])
         run(["ip", "-n", ns, "-6", "route", "add", "default", "via", GATEWAY_V6, "dev", "eth0"])
 
     def _route_to(self, node_if: str, address: str, mac: str) -> None:
         run(["ip", "-n", self.node, "route", "add", address, "dev", node_if])
-        run(["ip", "-n", self.node, "neigh", "replace", address, "lladdr", mac, "dev", node_if,
-             "nud", "permanent"])
+        run(
+            [
+                "ip",
+                "-n",
+                self.node,
+                "neigh",
+                "replace",
+                address,
+                "lladdr",
+                mac,
+                "dev",
+                node_if,
+                "nud",
+                "permanent",
+            ]
+        )
 
     def build(self, containers: list[LabContainer]) -> Lab:
         self.containers = list(containers)
@@ -180,8 +228,7 @@ class Lab:
             time.sleep(0.02)
 
     def spawn(self, ns: str, *argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv],  # noqa: S603
-                                start_new_session=True, **kwargs)  # type: ignore[call-overload]
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], start_new_session=True, **kwargs)  # type: ignore[call-overload]
         self.processes.append(proc)
         return proc  # type: ignore[no-any-return]
 
@@ -189,8 +236,17 @@ class Lab:
 
     def send_udp(self, ns: str, src: str, dst: str, count: int, size: int) -> int:
         """Send count datagrams of size payload bytes; returns the IP-level bytes sent."""
-        self.ns(ns, sys.executable, str(HERE / "traffic.py"), "send", src, dst, str(SINK_PORT),
-                str(count), str(size))
+        self.ns(
+            ns,
+            sys.executable,
+            str(HERE / "traffic.py"),
+            "send",
+            src,
+            dst,
+            str(SINK_PORT),
+            str(count),
+            str(size),
+        )
         header = 20 if ":" not in dst else 40
         return count * (header + 8 + size)
 
@@ -199,10 +255,8 @@ class Lab:
     def destroy(self) -> None:
         for proc in self.processes:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 5
         for proc in self.processes:
             try:
@@ -214,10 +268,8 @@ class Lab:
         for ns in self.namespaces():
             pids = run(["ip", "netns", "pids", ns], check=False).split()
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
             run(["ip", "netns", "del", ns], check=False)
 
 

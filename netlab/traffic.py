@@ -7,6 +7,7 @@ steady trickle for the demo.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import time
@@ -62,7 +63,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         main(sys.argv[1:])
-    except KeyboardInterrupt:
-        pass

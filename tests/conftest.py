@@ -20,8 +20,11 @@ def fixture_text(relative: str) -> str:
 class ReplayRunner:
     """Answers each argv from a table of captured outputs (or errors); records calls."""
 
-    def __init__(self, outputs: dict[tuple[str, ...], Union[str, CommandError]],
-                 installed: Sequence[str] = ("iptables", "ip6tables")) -> None:
+    def __init__(
+        self,
+        outputs: dict[tuple[str, ...], Union[str, CommandError]],
+        installed: Sequence[str] = ("iptables", "ip6tables"),
+    ) -> None:
         self.outputs = outputs
         self.installed = set(installed)
         self.calls: list[tuple[tuple[str, ...], Optional[str]]] = []

@@ -56,21 +56,49 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("command", nargs="*", help=argparse.SUPPRESS)
-    p.add_argument("--config", metavar="FILE",
-                   help="configuration file (default /etc/vz-traffic-exporter/config.yaml if it "
-                        "exists, else built-in defaults)")
-    p.add_argument("--web.listen-address", dest="listen", action="append", metavar="ADDR",
-                   help="address to listen on, repeatable or comma-separated (default :10057)")
-    p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
-                   metavar="PATH", help="path of the metrics (default /metrics)")
-    p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
-                   help="TLS and basic auth configuration (exporter-toolkit format)")
-    p.add_argument("--log.level", dest="log_level", default="info",
-                   choices=["debug", "info", "warn", "error"], help="log level (default info)")
-    p.add_argument("--path.procfs", dest="procfs", default="/proc", metavar="DIR",
-                   help="procfs mount point (default /proc)")
-    p.add_argument("--path.sysfs", dest="sysfs", default="/sys", metavar="DIR",
-                   help="sysfs mount point (default /sys)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="configuration file (default /etc/vz-traffic-exporter/config.yaml if it "
+        "exists, else built-in defaults)",
+    )
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        action="append",
+        metavar="ADDR",
+        help="address to listen on, repeatable or comma-separated (default :10057)",
+    )
+    p.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        metavar="PATH",
+        help="path of the metrics (default /metrics)",
+    )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config",
+        metavar="FILE",
+        help="TLS and basic auth configuration (exporter-toolkit format)",
+    )
+    p.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=["debug", "info", "warn", "error"],
+        help="log level (default info)",
+    )
+    p.add_argument(
+        "--path.procfs",
+        dest="procfs",
+        default="/proc",
+        metavar="DIR",
+        help="procfs mount point (default /proc)",
+    )
+    p.add_argument(
+        "--path.sysfs", dest="sysfs", default="/sys", metavar="DIR", help="sysfs mount point (default /sys)"
+    )
     p.add_argument("--version", action="version", version=f"vz-traffic-exporter {__version__}")
     return p
 
@@ -100,8 +128,10 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
         parser.error(f"unknown command {' '.join(command)!r}")
     _setup_logging(args.log_level)
     if args.web_config:
-        print(f"--web.config.file {args.web_config}: TLS and basic auth are not supported by "
-              "this version", file=sys.stderr)
+        print(
+            f"--web.config.file {args.web_config}: TLS and basic auth are not supported by this version",
+            file=sys.stderr,
+        )
         return 2
     config = _load(args)
     if config is None:

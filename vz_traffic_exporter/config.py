@@ -88,7 +88,7 @@ class Config:
     source: str = "<built-in defaults>"
     static: tuple[StaticContainer, ...] = ()
     discovery: Optional[tuple[str, ...]] = None  # None = auto
-    classes: ClassTable = ClassTable.build(())
+    classes: ClassTable = field(default_factory=lambda: ClassTable.build(()))
     networks_classes_file: Optional[str] = None
     netfilter: NetfilterConfig = NetfilterConfig()
     kernel: KernelConfig = KernelConfig()

@@ -206,4 +206,3 @@ def _missing(why: str) -> Callable[[], None]:
         raise SourceFailed(why)
 
     return step
-

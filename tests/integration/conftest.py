@@ -66,7 +66,10 @@ class NodeLab(Lab):
     def node_cmd(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             ["ip", "netns", "exec", self.node, "env", f"PATH={self.env_path()}", *argv],
-            capture_output=True, text=True, check=False, cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"{argv} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -81,14 +84,15 @@ class NodeLab(Lab):
         out = self.node_cmd(tool, "-t", "filter").stdout
         return "\n".join(
             line.split(" [")[0] if line.startswith(":") else line
-            for line in out.splitlines() if not line.startswith("#")
+            for line in out.splitlines()
+            if not line.startswith("#")
         )
 
     def write_config(self, containers: list[LabContainer], **sections: object) -> str:
         data: dict[str, object] = {
-            "containers": {"static": [
-                {"veid": ct.veid, "name": ct.name, "ips": [ct.ipv4, ct.ipv6]} for ct in containers
-            ]},
+            "containers": {
+                "static": [{"veid": ct.veid, "name": ct.name, "ips": [ct.ipv4, ct.ipv6]} for ct in containers]
+            },
             "network_classes": [
                 {"id": 1, "name": "peering", "networks": CLASS_NETWORKS[1]},
                 {"id": 0, "name": "local", "networks": CLASS_NETWORKS[0]},
@@ -107,13 +111,24 @@ class NodeLab(Lab):
         return parse_ip_series(self.exporter(config, "dump").stdout)
 
     def start_serve(self, config: str, port: int = 10057) -> subprocess.Popen[bytes]:
-        proc = self.spawn(self.node, "env", f"PATH={self.env_path()}", *EXPORTER,
-                          "--config", config, f"--web.listen-address=127.0.0.1:{port}",
-                          cwd=str(ROOT))
+        proc = self.spawn(
+            self.node,
+            "env",
+            f"PATH={self.env_path()}",
+            *EXPORTER,
+            "--config",
+            config,
+            f"--web.listen-address=127.0.0.1:{port}",
+            cwd=str(ROOT),
+        )
         deadline = time.monotonic() + 20
         while True:
-            probe = subprocess.run(["ip", "netns", "exec", self.node, "ss", "-Hntl",
-                                    f"sport = :{port}"], capture_output=True, text=True, check=False)
+            probe = subprocess.run(
+                ["ip", "netns", "exec", self.node, "ss", "-Hntl", f"sport = :{port}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if probe.stdout.strip():
                 return proc
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -138,8 +153,7 @@ def parse_ip_series(text: str) -> dict[tuple[str, ...], float]:
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             if s.name.startswith("vz_traffic_ip_"):
-                key = (s.name, s.labels["veid"], s.labels["ip"], s.labels["class"],
-                       s.labels["direction"])
+                key = (s.name, s.labels["veid"], s.labels["ip"], s.labels["class"], s.labels["direction"])
             elif "source" in s.labels:
                 key = (s.name, s.labels["source"])
             else:
@@ -160,5 +174,3 @@ def lab(variant: str, tmp_path: Path) -> Iterator[NodeLab]:
     finally:
         node_lab.destroy()
         assert leftover_namespaces(prefix) == []
-
-

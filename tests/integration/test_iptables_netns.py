@@ -15,10 +15,14 @@ pytestmark = pytest.mark.netns
 
 BYTES, PACKETS = "vz_traffic_ip_bytes_total", "vz_traffic_ip_packets_total"
 FOREIGN = {
-    "ipv4": [["-A", "FORWARD", "-i", "vpeer", "-p", "tcp", "--dport", "25", "-j", "DROP"],
-             ["-A", "INPUT", "-p", "icmp", "-j", "ACCEPT"]],
-    "ipv6": [["-A", "FORWARD", "-p", "tcp", "--dport", "25", "-j", "REJECT"],
-             ["-A", "INPUT", "-p", "ipv6-icmp", "-j", "ACCEPT"]],
+    "ipv4": [
+        ["-A", "FORWARD", "-i", "vpeer", "-p", "tcp", "--dport", "25", "-j", "DROP"],
+        ["-A", "INPUT", "-p", "icmp", "-j", "ACCEPT"],
+    ],
+    "ipv6": [
+        ["-A", "FORWARD", "-p", "tcp", "--dport", "25", "-j", "REJECT"],
+        ["-A", "INPUT", "-p", "ipv6-icmp", "-j", "ACCEPT"],
+    ],
 }
 
 
@@ -34,8 +38,7 @@ class Expected:
                         for metric in (BYTES, PACKETS):
                             self.values[(metric, ct.veid, ip, klass, direction)] = 0
 
-    def add(self, ct: LabContainer, ip: str, klass: int, direction: str,
-            count: int, nbytes: int) -> None:
+    def add(self, ct: LabContainer, ip: str, klass: int, direction: str, count: int, nbytes: int) -> None:
         self.values[(PACKETS, ct.veid, ip, str(klass), direction)] += count
         self.values[(BYTES, ct.veid, ip, str(klass), direction)] += nbytes
 

@@ -18,13 +18,13 @@ def feed(acc: Accumulator, reads: list[list[tuple[str, tuple[str, ...], int]]]) 
 @pytest.mark.parametrize(
     ("reads", "total_a", "total_b", "resets"),
     [
-        ([[("r", A, 5)], [("r", A, 8)]], 8, 0, 0),                 # growth
-        ([[("r", A, 5)], [("r", A, 2)]], 7, 0, 1),                 # zeroed, then 2 more
+        ([[("r", A, 5)], [("r", A, 8)]], 8, 0, 0),  # growth
+        ([[("r", A, 5)], [("r", A, 2)]], 7, 0, 1),  # zeroed, then 2 more
         ([[("r", A, 5)], [("r", A, 5)], [("r", A, 0)]], 5, 0, 1),  # zeroed, nothing since
-        ([[("r", A, 5)], [("r", B, 9)]], 5, 4, 0),                 # address moved to 102
-        ([[("r", A, 5)], [], [("r", A, 3)]], 8, 0, 0),             # rule gone, re-created
+        ([[("r", A, 5)], [("r", B, 9)]], 5, 4, 0),  # address moved to 102
+        ([[("r", A, 5)], [], [("r", A, 3)]], 8, 0, 0),  # rule gone, re-created
         ([[("r", A, 5), ("t", A, 2)], [("r", A, 6), ("t", A, 4)]], 10, 0, 0),  # twin rules
-        ([[("r", None, 5)], [("r", A, 7)]], 2, 0, 0),              # owned only from read 2
+        ([[("r", None, 5)], [("r", A, 7)]], 2, 0, 0),  # owned only from read 2
     ],
 )
 def test_cases(reads: list, total_a: int, total_b: int, resets: int) -> None:  # type: ignore[type-arg]

@@ -10,18 +10,22 @@ from vz_traffic_exporter import cli
 LAB = str(FIXTURES / "lab.yaml")
 
 
-@pytest.mark.parametrize("argv", [
-    ["--config", LAB, "check-config"],
-    ["check-config", "--config", LAB],
-    ["check-config", f"--config={LAB}", "--log.level", "debug"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", LAB, "check-config"],
+        ["check-config", "--config", LAB],
+        ["check-config", f"--config={LAB}", "--log.level", "debug"],
+    ],
+)
 def test_flags_before_or_after_the_command(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 0
     assert "configuration is valid" in capsys.readouterr().out
 
 
 def test_check_config_lists_every_problem_and_exits_2(
-        write_config: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    write_config: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_config("netfilter: {backend: x}\ncontainers: {static: [{veid: '1', ips: [nope]}]}\n")
     assert cli.main(["--config", path, "check-config"]) == 2
     err = capsys.readouterr().err

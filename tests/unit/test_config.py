@@ -45,38 +45,48 @@ def test_no_file_means_built_in_defaults(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ),
         (
             "containers: {static: [{veid: '1', ips: [192.0.2.1]}, {veid: '2', ips: [192.0.2.1]}]}\n",
-            ["containers.static[1].ips[0]: 192.0.2.1 is already claimed by "
-             "containers.static[0] (veid 1)"],
+            ["containers.static[1].ips[0]: 192.0.2.1 is already claimed by containers.static[0] (veid 1)"],
         ),
         (
             "containers: {static: [{veid: '1', ips: ['2001:DB8:0::1', '2001:db8::1']}]}\n",
-            ["containers.static[0].ips[1]: 2001:db8::1 is already claimed by "
-             "containers.static[0] (veid 1)"],
+            ["containers.static[0].ips[1]: 2001:db8::1 is already claimed by containers.static[0] (veid 1)"],
         ),
         ("containers: {static: [{name: x}]}\n", ["containers.static[0]: veid is required"]),
-        ("colour: blue\n", ["colour: unknown key (expected one of: containers, network_classes, "
-                            "networks_classes_file, netfilter, kernel, state, quotas)"]),
-        ("netfilter: {backend: nft}\n",
-         ["netfilter.backend: 'nft' is not one of: auto, iptables, ipset, nftables, off"]),
-        ("netfilter: {host_traffic: 'yes'}\n",
-         ["netfilter.host_traffic: must be true or false, not 'yes'"]),
-        ("network_classes: [{id: 16, networks: [198.51.100.0/24]}]\n",
-         ["network_classes[0].id: must be a class number 0..15, not 16"]),
-        ("network_classes: [{id: 1, networks: [198.51.100.0/33]}]\n",
-         ["network_classes[0].networks[0]: '198.51.100.0/33' is not a network (address/prefix)"]),
-        ("network_classes: [{id: 1, networks: [198.51.100.0/24]}, "
-         "{id: 2, networks: [198.51.100.0/24]}]\n",
-         ["network_classes: 198.51.100.0/24 is listed in both class 1 and class 2"]),
-        ("network_classes: [{id: 1}, {id: 1}]\n",
-         ["network_classes[1].id: class 1 is defined twice"]),
-        ("state: {poll_interval: soon}\n",
-         ["state.poll_interval: 'soon' is not a duration (use 30s, 5m, 1h, 35d)"]),
-        ("kernel: {venetstat: maybe}\n",
-         ["kernel.venetstat: must be auto, true or false, not 'maybe'"]),
-        ("quotas: {default: {total: 1XB}}\n",
-         ["quotas.default.total: '1XB' is not a size (use bytes, 500GB or 2TiB)"]),
-        ("quotas: {classes: [3]}\n",
-         ["quotas.classes[0]: class 3 is not defined in network_classes"]),
+        (
+            "colour: blue\n",
+            [
+                "colour: unknown key (expected one of: containers, network_classes, "
+                "networks_classes_file, netfilter, kernel, state, quotas)"
+            ],
+        ),
+        (
+            "netfilter: {backend: nft}\n",
+            ["netfilter.backend: 'nft' is not one of: auto, iptables, ipset, nftables, off"],
+        ),
+        ("netfilter: {host_traffic: 'yes'}\n", ["netfilter.host_traffic: must be true or false, not 'yes'"]),
+        (
+            "network_classes: [{id: 16, networks: [198.51.100.0/24]}]\n",
+            ["network_classes[0].id: must be a class number 0..15, not 16"],
+        ),
+        (
+            "network_classes: [{id: 1, networks: [198.51.100.0/33]}]\n",
+            ["network_classes[0].networks[0]: '198.51.100.0/33' is not a network (address/prefix)"],
+        ),
+        (
+            "network_classes: [{id: 1, networks: [198.51.100.0/24]}, {id: 2, networks: [198.51.100.0/24]}]\n",
+            ["network_classes: 198.51.100.0/24 is listed in both class 1 and class 2"],
+        ),
+        ("network_classes: [{id: 1}, {id: 1}]\n", ["network_classes[1].id: class 1 is defined twice"]),
+        (
+            "state: {poll_interval: soon}\n",
+            ["state.poll_interval: 'soon' is not a duration (use 30s, 5m, 1h, 35d)"],
+        ),
+        ("kernel: {venetstat: maybe}\n", ["kernel.venetstat: must be auto, true or false, not 'maybe'"]),
+        (
+            "quotas: {default: {total: 1XB}}\n",
+            ["quotas.default.total: '1XB' is not a size (use bytes, 500GB or 2TiB)"],
+        ),
+        ("quotas: {classes: [3]}\n", ["quotas.classes[0]: class 3 is not defined in network_classes"]),
         ("containers: [1, 2]\n", ["containers: must be a mapping, not a list"]),
     ],
 )
@@ -99,13 +109,17 @@ def test_network_host_bits_are_masked(write_config) -> None:  # type: ignore[no-
     assert str(cfg.classes.classes[1].networks[0]) == "198.51.100.0/24"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600),
-                                               ("35d", 35 * 86400), (45, 45), ("1.5s", 1.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h", 3600), ("35d", 35 * 86400), (45, 45), ("1.5s", 1.5)],
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize(("text", "size"), [("500GB", 500 * 10**9), ("2TiB", 2 * 2**40),
-                                            ("1TB", 10**12), (1234, 1234), ("10 MiB", 10 * 2**20)])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("500GB", 500 * 10**9), ("2TiB", 2 * 2**40), ("1TB", 10**12), (1234, 1234), ("10 MiB", 10 * 2**20)],
+)
 def test_sizes(text: object, size: int) -> None:
     assert parse_size(text) == size

@@ -50,8 +50,12 @@ def test_dump_matches_golden_exposition(capsys: pytest.CaptureFixture[str]) -> N
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_golden_exposition_passes_promtool() -> None:
-    proc = subprocess.run(["promtool", "check", "metrics"], input=(GOLDEN / "dump-iptables.prom").read_bytes(),
-                          capture_output=True, check=False)
+    proc = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=(GOLDEN / "dump-iptables.prom").read_bytes(),
+        capture_output=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -71,7 +75,8 @@ def test_values_come_from_the_rule_counters(capsys: pytest.CaptureFixture[str]) 
 def test_a_failing_source_is_down_and_the_rest_still_answers(capsys: pytest.CaptureFixture[str]) -> None:
     runner = managed_runner()
     runner.outputs[("ip6tables-save", "-c", "-t", "filter")] = CommandError(
-        ["ip6tables-save"], 1, "ip6tables-save: broken")
+        ["ip6tables-save"], 1, "ip6tables-save: broken"
+    )
     got = samples(dump(capsys, runner))
     assert got[("vz_traffic_source_up", (("source", "iptables"),))] == 0
     assert got[("vz_traffic_source_up", (("source", "static"),))] == 1
@@ -79,7 +84,8 @@ def test_a_failing_source_is_down_and_the_rest_still_answers(capsys: pytest.Capt
 
 
 def test_backend_iptables_without_iptables_is_a_source_error(
-        capsys: pytest.CaptureFixture[str], write_config: Any) -> None:
+    capsys: pytest.CaptureFixture[str], write_config: Any
+) -> None:
     path = write_config("netfilter: {backend: iptables}\n")
     runner = ReplayRunner({}, installed=())
     assert cli.main(["dump", "--config", path], runner=runner) == 0
@@ -88,7 +94,8 @@ def test_backend_iptables_without_iptables_is_a_source_error(
 
 
 def test_backend_auto_without_iptables_is_silently_off(
-        capsys: pytest.CaptureFixture[str], write_config: Any) -> None:
+    capsys: pytest.CaptureFixture[str], write_config: Any
+) -> None:
     runner = ReplayRunner({}, installed=())
     assert cli.main(["dump", "--config", write_config("{}\n")], runner=runner) == 0
     assert 'source="iptables"' not in capsys.readouterr().out
@@ -107,9 +114,16 @@ def test_sources_survive_an_unexpected_bug(monkeypatch: pytest.MonkeyPatch) -> N
 
 def call(app: http.WSGIApp, path: str) -> tuple[str, bytes]:
     status: list[str] = []
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "",
-               "wsgi.input": BytesIO(), "SERVER_NAME": "x", "SERVER_PORT": "1",
-               "wsgi.url_scheme": "http", "HTTP_ACCEPT": "text/plain"}
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "wsgi.input": BytesIO(),
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "1",
+        "wsgi.url_scheme": "http",
+        "HTTP_ACCEPT": "text/plain",
+    }
     body = b"".join(app(environ, lambda s, h, *a: status.append(s)))
     return status[0], body
 
@@ -130,7 +144,9 @@ def test_registering_the_collector_reads_nothing() -> None:
     assert runner.calls == []
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (":10057", ("", 10057)), ("127.0.0.1:9", ("127.0.0.1", 9)), ("[::1]:80", ("::1", 80))])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(":10057", ("", 10057)), ("127.0.0.1:9", ("127.0.0.1", 9)), ("[::1]:80", ("::1", 80))],
+)
 def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
     assert http.parse_listen_address(text) == expected

@@ -29,10 +29,14 @@ def test_managed_readings_are_our_counting_rules_only() -> None:
     table = parse_iptables_save(fixture_text("cmd/iptables-save-c.txt"))["filter"]
     got = {(r.ip, r.klass, r.direction): (r.packets, r.bytes) for r in managed_readings(table)}
     assert got == {
-        ("192.0.2.11", 0, "in"): (0, 0), ("192.0.2.12", 0, "in"): (4, 4112),
-        ("192.0.2.11", 1, "in"): (0, 0), ("192.0.2.12", 1, "in"): (0, 0),
-        ("192.0.2.11", 0, "out"): (5, 376), ("192.0.2.12", 0, "out"): (0, 0),
-        ("192.0.2.11", 1, "out"): (10, 1280), ("192.0.2.12", 1, "out"): (0, 0),
+        ("192.0.2.11", 0, "in"): (0, 0),
+        ("192.0.2.12", 0, "in"): (4, 4112),
+        ("192.0.2.11", 1, "in"): (0, 0),
+        ("192.0.2.12", 1, "in"): (0, 0),
+        ("192.0.2.11", 0, "out"): (5, 376),
+        ("192.0.2.12", 0, "out"): (0, 0),
+        ("192.0.2.11", 1, "out"): (10, 1280),
+        ("192.0.2.12", 1, "out"): (0, 0),
     }
 
 
@@ -43,8 +47,8 @@ def test_managed_readings_are_our_counting_rules_only() -> None:
         ("-d 192.0.2.11/32", ("in", "192.0.2.11")),
         ("-s 192.0.2.12/32 -i v102", ("out", "192.0.2.12")),
         ("-d 2001:db8::b/128 -o eth0", ("in", "2001:db8::b")),
-        ("-s 192.0.2.0/24", None),                 # a network, not an address
-        ("-s 192.0.2.11/32 -j ACCEPT", None),      # has a target
+        ("-s 192.0.2.0/24", None),  # a network, not an address
+        ("-s 192.0.2.11/32 -j ACCEPT", None),  # has a target
         ("-s 192.0.2.11/32 -d 203.0.113.1/32", None),
         ("-s 192.0.2.11/32 -p tcp", None),
         ("", None),

@@ -8,10 +8,12 @@ from vz_traffic_exporter.netfilter.iptables_save import SavedRule, SavedTable, p
 from vz_traffic_exporter.rules.iptables import Op, desired, new_counting_rules, plan
 
 N = ipaddress.ip_network
-CLASSES = ClassTable.build([
-    NetworkClass(1, "peering", (N("198.51.100.0/24"), N("2001:db8:100::/48"))),
-    NetworkClass(0, "local", (N("198.51.100.128/25"), N("2001:db8:100:8000::/49"))),
-])
+CLASSES = ClassTable.build(
+    [
+        NetworkClass(1, "peering", (N("198.51.100.0/24"), N("2001:db8:100::/48"))),
+        NetworkClass(0, "local", (N("198.51.100.128/25"), N("2001:db8:100:8000::/49"))),
+    ]
+)
 IPS = ["192.0.2.11", "2001:db8::b", "192.0.2.12", "2001:db8::c"]
 
 
@@ -45,8 +47,11 @@ def test_desired_ipv4_ruleset_golden() -> None:
     want = desired("ipv4", IPS, CLASSES, host_traffic=True)
     text = "\n".join(f"-A {chain} {spec}" for chain, specs in want.chains for spec in specs)
     assert text == fixture_text("golden-rules-ipv4.txt").strip()
-    assert want.jumps == (("FORWARD", "-j VZTRAFFIC-FORWARD"), ("INPUT", "-j VZTRAFFIC-INPUT"),
-                          ("OUTPUT", "-j VZTRAFFIC-OUTPUT"))
+    assert want.jumps == (
+        ("FORWARD", "-j VZTRAFFIC-FORWARD"),
+        ("INPUT", "-j VZTRAFFIC-INPUT"),
+        ("OUTPUT", "-j VZTRAFFIC-OUTPUT"),
+    )
 
 
 def test_without_host_traffic_only_forward_is_hooked() -> None:
@@ -63,15 +68,15 @@ def test_captured_live_table_is_in_sync() -> None:
 
 def test_sync_from_scratch_then_idempotent_and_foreign_rules_untouched() -> None:
     foreign = SavedRule("FORWARD", "-i vpeer -p tcp -m tcp --dport 25 -j DROP")
-    start = SavedTable("filter", {"INPUT": "ACCEPT", "FORWARD": "ACCEPT", "OUTPUT": "ACCEPT"},
-                       [foreign])
+    start = SavedTable("filter", {"INPUT": "ACCEPT", "FORWARD": "ACCEPT", "OUTPUT": "ACCEPT"}, [foreign])
     want = desired("ipv4", IPS, CLASSES, True)
     ops = plan(start, want)
     after = applied(start, ops)
     assert plan(after, want) == []
     assert after.chain_rules("FORWARD") == [SavedRule("FORWARD", "-j VZTRAFFIC-FORWARD"), foreign]
     assert sorted(new_counting_rules(ops)) == sorted(
-        (d, k, ip) for d in ("in", "out") for k in (0, 1) for ip in ("192.0.2.11", "192.0.2.12"))
+        (d, k, ip) for d in ("in", "out") for k in (0, 1) for ip in ("192.0.2.11", "192.0.2.12")
+    )
     removed = applied(after, plan(after, None))
     assert removed.rules == [foreign] and removed.policies == start.policies
 
@@ -101,8 +106,9 @@ def test_removing_a_class_deletes_its_chains_after_unhooking_them() -> None:
 
 def test_duplicate_jumps_and_stale_rules_are_repaired() -> None:
     want = desired("ipv4", IPS[:1], CLASSES, False)
-    table = applied(SavedTable("filter", {"FORWARD": "ACCEPT", "INPUT": "ACCEPT"}),
-                    plan(SavedTable("filter"), want))
+    table = applied(
+        SavedTable("filter", {"FORWARD": "ACCEPT", "INPUT": "ACCEPT"}), plan(SavedTable("filter"), want)
+    )
     table.rules.append(SavedRule("FORWARD", "-j VZTRAFFIC-FORWARD"))
     table.rules.append(SavedRule("INPUT", "-i eth0 -j VZTRAFFIC-FORWARD"))
     table.rules.append(SavedRule("VZTRAFFIC-OUT-1", "-s 192.0.2.99/32 -j RETURN"))

@@ -65,8 +65,9 @@ def merge(results: Iterable[Sequence[Container]]) -> Inventory:
             for ip in ct.ips:
                 owner = owners.setdefault(ip, ct.veid)
                 if owner != ct.veid:
-                    log.error("address %s is claimed by veid %s and %s; kept for %s",
-                              ip, owner, ct.veid, owner)
+                    log.error(
+                        "address %s is claimed by veid %s and %s; kept for %s", ip, owner, ct.veid, owner
+                    )
                 elif ip not in ips:
                     ips.append(ip)
             containers[ct.veid] = Container(ct.veid, known.name or ct.name, tuple(ips))

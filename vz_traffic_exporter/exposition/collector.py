@@ -15,27 +15,32 @@ IP_LABELS = ["veid", "ip", "class", "direction"]
 # name -> (type, help, labels); the README's metrics table is checked against this.
 METRICS: dict[str, tuple[str, str, list[str]]] = {
     "vz_traffic_ip_bytes_total": (
-        "counter", "IP-level bytes of a container address by network class and direction.",
-        IP_LABELS),
+        "counter",
+        "IP-level bytes of a container address by network class and direction.",
+        IP_LABELS,
+    ),
     "vz_traffic_ip_packets_total": (
-        "counter", "Packets of a container address by network class and direction.", IP_LABELS),
-    "vz_traffic_container_info": (
-        "gauge", "Containers known to discovery (always 1).", ["veid", "name"]),
-    "vz_traffic_class_info": (
-        "gauge", "Configured network classes (always 1).", ["class", "name"]),
-    "vz_traffic_source_up": (
-        "gauge", "1 if the source's last read succeeded, else 0.", ["source"]),
-    "vz_traffic_source_duration_seconds": (
-        "gauge", "Time the source's last read took.", ["source"]),
+        "counter",
+        "Packets of a container address by network class and direction.",
+        IP_LABELS,
+    ),
+    "vz_traffic_container_info": ("gauge", "Containers known to discovery (always 1).", ["veid", "name"]),
+    "vz_traffic_class_info": ("gauge", "Configured network classes (always 1).", ["class", "name"]),
+    "vz_traffic_source_up": ("gauge", "1 if the source's last read succeeded, else 0.", ["source"]),
+    "vz_traffic_source_duration_seconds": ("gauge", "Time the source's last read took.", ["source"]),
     "vz_traffic_counter_resets_total": (
-        "counter", "Kernel counter resets detected and absorbed.", ["source"]),
+        "counter",
+        "Kernel counter resets detected and absorbed.",
+        ["source"],
+    ),
 }
 
 
-def _family(name: str) -> Metric:
+def _family(name: str) -> CounterMetricFamily | GaugeMetricFamily:
     kind, doc, labels = METRICS[name]
-    cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-    return cls(name, doc, labels=labels)
+    if kind == "counter":
+        return CounterMetricFamily(name, doc, labels=labels)
+    return GaugeMetricFamily(name, doc, labels=labels)
 
 
 class TrafficCollector(Collector):

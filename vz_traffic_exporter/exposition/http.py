@@ -50,9 +50,11 @@ class _Server(ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
 
 
-class _DualStackServer(_Server):
+class _V6Server(_Server):
     address_family = socket.AF_INET6
 
+
+class _DualStackServer(_V6Server):
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
@@ -84,14 +86,10 @@ def serve(addresses: list[str], app: WSGIApp) -> list[WSGIServer]:
                     "::", port, app, server_class=_DualStackServer, handler_class=_QuietHandler
                 )
             except OSError:
-                server = make_server("0.0.0.0", port, app, server_class=_Server,
-                                     handler_class=_QuietHandler)
+                server = make_server("0.0.0.0", port, app, server_class=_Server, handler_class=_QuietHandler)
         else:
-            server_class = _Server
-            if ":" in host:
-                server_class = type("_V6Server", (_Server,), {"address_family": socket.AF_INET6})
-            server = make_server(host, port, app, server_class=server_class,
-                                 handler_class=_QuietHandler)
+            server_class = _V6Server if ":" in host else _Server
+            server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
         threading.Thread(target=server.serve_forever, name=f"http {text}", daemon=True).start()
         log.info("listening on %s", text)
         servers.append(server)

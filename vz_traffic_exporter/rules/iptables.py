@@ -61,12 +61,12 @@ def desired(family: str, ips: Iterable[str], classes: ClassTable, host_traffic: 
     chains: list[tuple[str, tuple[str, ...]]] = []
     for direction in layout.DIRECTIONS:
         peer = "-d" if direction == "out" else "-s"
-        steps = [
+        classify = tuple(
             f"{peer} {net} -g {layout.counting_chain(direction, klass)}"
             for net, klass in classes.ordered_networks(version)
-        ]
-        steps.append(f"-g {layout.counting_chain(direction, 0)}")
-        chains.append((layout.classify_chain(direction), tuple(steps)))
+        )
+        classify += (f"-g {layout.counting_chain(direction, 0)}",)
+        chains.append((layout.classify_chain(direction), classify))
         for klass in classes.ids():
             specs = tuple(layout.counting_spec(direction, ip) for ip in mine)
             chains.append((layout.counting_chain(direction, klass), specs))
@@ -324,8 +324,9 @@ class IptablesRules:
             created += new_counting_rules(ops)
         return SyncResult(changes, tuple(created))
 
-    def in_sync(self, tables: dict[str, SavedTable], ips: Sequence[str], classes: ClassTable,
-                host_traffic: bool) -> bool:
+    def in_sync(
+        self, tables: dict[str, SavedTable], ips: Sequence[str], classes: ClassTable, host_traffic: bool
+    ) -> bool:
         """Whether the given live tables already hold exactly the wanted rules."""
         return all(
             not plan(tables.get(family, SavedTable(FILTER)), desired(family, ips, classes, host_traffic))

@@ -1,0 +1,45 @@
+# vz-traffic-exporter: make demo | make test (see README.md)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: all demo demo-stop test lint typecheck unit integration deps venv clean
+
+all: test
+
+deps:
+	@./scripts/install-deps
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/vz-traffic-exporter --config config.example.yaml check-config
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+integration: deps venv
+	$(BIN)/pytest -q tests/integration
+
+test: deps venv lint typecheck
+	$(BIN)/pytest -q -rs
+
+demo: deps venv
+	$(BIN)/python -m netlab.demo
+
+demo-stop: venv
+	$(BIN)/python -m netlab.demo --stop
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
