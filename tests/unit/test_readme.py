@@ -1,0 +1,44 @@
+"""The README's metrics table and flags cannot drift from the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from vz_traffic_exporter import cli
+from vz_traffic_exporter.exposition.collector import METRICS
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def table(heading: str) -> list[list[str]]:
+    section = README.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")][2:]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+
+
+def test_metrics_table_matches_the_collector() -> None:
+    documented = {
+        row[0].strip("`"): (row[1], re.findall(r"`(\w+)`", row[2]), row[3].rstrip("."))
+        for row in table("Metrics")
+    }
+    in_code = {name: (kind, labels, doc.rstrip(".").lower()) for name, (kind, doc, labels) in METRICS.items()}
+    assert {k: (v[0], v[1]) for k, v in documented.items()} == {k: (v[0], v[1]) for k, v in in_code.items()}
+    for name, (_, _, doc) in documented.items():
+        assert doc.lower() == in_code[name][2], name
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    head = "\n".join(README.splitlines()[:6])
+    assert "make demo" in head and "make test" in head
+
+
+def test_every_flag_is_documented() -> None:
+    flags = {
+        opt
+        for action in cli._parser()._actions
+        for opt in action.option_strings
+        if opt.startswith("--") and opt not in ("--help", "--version")
+    }
+    documented = {row[0].split()[0].strip("`") for row in table("Running")}
+    assert flags == documented
