@@ -48,6 +48,12 @@ def test_dump_matches_golden_exposition(capsys: pytest.CaptureFixture[str]) -> N
     assert "_created" not in text
 
 
+# The contract fixes this name; promtool's linter dislikes "counter" inside it.
+CONTRACT_NAMES_PROMTOOL_DISLIKES = {
+    "vz_traffic_counter_resets_total metric name should not include type 'counter'",
+}
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_golden_exposition_passes_promtool() -> None:
     proc = subprocess.run(
@@ -56,7 +62,9 @@ def test_golden_exposition_passes_promtool() -> None:
         capture_output=True,
         check=False,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    findings = set((proc.stdout + proc.stderr).decode().strip().splitlines())
+    assert findings <= CONTRACT_NAMES_PROMTOOL_DISLIKES
+    assert proc.returncode in ((3,) if findings else (0,))
 
 
 def test_values_come_from_the_rule_counters(capsys: pytest.CaptureFixture[str]) -> None:
@@ -150,3 +158,40 @@ def test_registering_the_collector_reads_nothing() -> None:
 )
 def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
     assert http.parse_listen_address(text) == expected
+
+
+def test_concurrent_scrapes_never_read_the_kernel_twice_at_once() -> None:
+    import threading
+    import time
+
+    inner = managed_runner()
+    in_flight = 0
+    most = 0
+    guard = threading.Lock()
+
+    class SlowRunner:
+        def run(self, argv: Any, *, stdin: Any = None) -> str:
+            nonlocal in_flight, most
+            with guard:
+                in_flight += 1
+                most = max(most, in_flight)
+            time.sleep(0.05)
+            with guard:
+                in_flight -= 1
+            return inner.run(argv, stdin=stdin)
+
+        def which(self, program: str) -> Any:
+            return inner.which(program)
+
+    exporter = Exporter(load(LAB), SlowRunner())
+    app = http.make_app(collector.registry(exporter.poll), "/metrics")
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(call(app, "/metrics")[0])) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["200 OK"] * 8
+    assert most == 1
+    reads = [argv for argv, _ in inner.calls if argv[0] == "iptables-save"]
+    assert 1 <= len(reads) < 8  # waiting scrapes share the read that ran while they waited
