@@ -8,6 +8,8 @@ the growth of every raw counter to the series that owns it now:
 - a value below the last one: the kernel counter was reset (rules re-created,
   ``iptables -Z``, reboot); the new value is what was counted since, so it is
   added whole and the reset is counted;
+- a narrow packet counter (32 bits in vznetstat) below its last value while
+  the bytes grew has wrapped, not reset;
 - a counter we created ourselves starts at zero (:meth:`started`), so all of
   it is added even if it has already passed the old value;
 - a counter missing from a complete read is forgotten, so if it comes back it
@@ -33,6 +35,7 @@ class Observation:
     series: Optional[SeriesKey]  # None: an address nobody owns now; tracked, not totalled
     packets: int
     bytes: int
+    packet_bits: Optional[int] = None  # the packet counter wraps at 2**packet_bits
 
 
 class Accumulator:
@@ -50,6 +53,9 @@ class Accumulator:
             last = self._last.get(key)
             if last is None:
                 grew = (obs.packets, obs.bytes)
+            elif obs.packets < last[0] and obs.bytes > last[1] and obs.packet_bits:
+                # Bytes grew but a narrow packet counter went down: it wrapped.
+                grew = (obs.packets + (1 << obs.packet_bits) - last[0], obs.bytes - last[1])
             elif obs.packets < last[0] or obs.bytes < last[1]:
                 grew = (obs.packets, obs.bytes)
                 self.resets[source] += 1

@@ -141,16 +141,16 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
         print(f"{config.source}: configuration is valid")
         return 0
     if command == ("dump",):
-        exporter = Exporter(config, runner)
+        exporter = Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs)
         sys.stdout.write(generate_latest(collector.registry(exporter.poll)).decode())
         return 0
     if command[0] == "rules":
-        return _rules(command[1], config, runner)
+        return _rules(command[1], Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs))
     return _serve(args, config, runner)
 
 
-def _rules(action: str, config: Config, runner: Runner) -> int:
-    exporter = Exporter(config, runner)
+def _rules(action: str, exporter: Exporter) -> int:
+    config = exporter.config
     if exporter.backend_name() is None and action != "remove":
         print("netfilter backend is off or iptables is not installed", file=sys.stderr)
         return 1
@@ -184,7 +184,7 @@ def _serve(args: argparse.Namespace, config: Config, runner: Runner) -> int:
         print("--web.telemetry-path must start with / and not be /", file=sys.stderr)
         return 2
 
-    exporter = Exporter(config, runner, keep_rules=True)
+    exporter = Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs, keep_rules=True)
     if exporter.keep_rules and exporter.backend_name():
         try:
             log.info("accounting rules in sync (%d changes)", exporter.sync_rules())

@@ -27,7 +27,7 @@ KERNEL_SOURCES = ("venetstat", "vznetstat", "nft_counters", "interfaces")
 
 # What this version implements; the rest of the contract's names are accepted
 # by the schema and refused with a clear message.
-IMPLEMENTED_DISCOVERY = ("static",)
+IMPLEMENTED_DISCOVERY = DISCOVERY_SOURCES
 IMPLEMENTED_BACKENDS = ("auto", "iptables", "off")
 
 
@@ -43,6 +43,7 @@ class StaticContainer:
     veid: str
     name: str
     ips: tuple[str, ...]
+    interfaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Config:
     source: str = "<built-in defaults>"
     static: tuple[StaticContainer, ...] = ()
     discovery: Optional[tuple[str, ...]] = None  # None = auto
+    refresh_interval: float = 60.0
     classes: ClassTable = field(default_factory=lambda: ClassTable.build(()))
     networks_classes_file: Optional[str] = None
     netfilter: NetfilterConfig = NetfilterConfig()
@@ -232,14 +234,23 @@ def _veid(c: _Checker, value: Any, path: str) -> Optional[str]:
     return veid
 
 
+_IFNAME = re.compile(r"^[^/\s]{1,15}$")
+
+
+def _ifname(value: Any) -> str:
+    if not isinstance(value, str) or not _IFNAME.match(value) or value in (".", ".."):
+        raise ValueError(f"{value!r} is not an interface name")
+    return value
+
+
 def _containers(c: _Checker, raw: Any) -> tuple[tuple[StaticContainer, ...], Optional[tuple[str, ...]]]:
-    section = c.mapping(raw, "containers", ("static", "discovery"))
+    section = c.mapping(raw, "containers", ("static", "discovery", "refresh_interval"))
     static: list[StaticContainer] = []
     veids: dict[str, str] = {}
     owners: dict[str, str] = {}
     for i, entry in enumerate(c.sequence(section.get("static"), "containers.static")):
         path = f"containers.static[{i}]"
-        item = c.mapping(entry, path, ("veid", "name", "ips"))
+        item = c.mapping(entry, path, ("veid", "name", "ips", "interfaces"))
         if "veid" not in item:
             c.problem(path, "veid is required")
             continue
@@ -256,13 +267,18 @@ def _containers(c: _Checker, raw: Any) -> tuple[tuple[StaticContainer, ...], Opt
                 continue
             owners[ip] = f"{path} (veid {veid})" if veid else path
             ips.append(ip)
+        interfaces = tuple(
+            ifname
+            for j, raw_if in enumerate(c.sequence(item.get("interfaces"), f"{path}.interfaces"))
+            if (ifname := c.convert(raw_if, f"{path}.interfaces[{j}]", _ifname)) is not None
+        )
         if veid is None:
             continue
         if veid in veids:
             c.problem(f"{path}.veid", f"duplicate veid {veid!r} (also {veids[veid]})")
             continue
         veids[veid] = path
-        static.append(StaticContainer(veid, name, tuple(ips)))
+        static.append(StaticContainer(veid, name, tuple(ips), interfaces))
 
     discovery: Optional[tuple[str, ...]] = None
     if section.get("discovery") is not None:
@@ -413,6 +429,13 @@ def validate(data: Any, source: str) -> Config:
     c = _Checker()
     top = c.mapping(data, "", TOP_LEVEL)
     static, discovery = _containers(c, top.get("containers"))
+    refresh = 60.0
+    containers = top.get("containers")
+    if isinstance(containers, dict) and containers.get("refresh_interval") is not None:
+        refresh = (
+            c.convert(containers["refresh_interval"], "containers.refresh_interval", parse_duration)
+            or refresh
+        )
     classes = _classes(c, top.get("network_classes"))
     classes_file = None
     if top.get("networks_classes_file") is not None:
@@ -421,6 +444,7 @@ def validate(data: Any, source: str) -> Config:
         source=source,
         static=static,
         discovery=discovery,
+        refresh_interval=refresh,
         classes=classes,
         networks_classes_file=classes_file,
         netfilter=_netfilter(c, top.get("netfilter")),

@@ -18,17 +18,30 @@ from typing import Callable, Optional
 
 from . import discovery
 from .accounting import Accumulator, Observation, SeriesKey
-from .config import KERNEL_SOURCES, Config
+from .config import Config
 from .discovery import Container, Inventory
 from .discovery.classes import ClassTable
 from .netfilter import xtables
 from .rules.iptables import IptablesRules
 from .runner import CommandError, Runner
+from .sources import ContainerReading
+from .sources.interfaces import InterfacesSource
 from .sources.iptables import IptablesSource
+from .sources.nft_counters import NftCountersSource
+from .sources.venetstat import VenetstatSource
+from .sources.vznetstat import VznetstatSource
 
 log = logging.getLogger(__name__)
 
 IP_SERIES = "ip"
+CONTAINER_SERIES = "container"
+INTERFACE_SERIES = "interface"
+
+# Which kernel source a container series takes its bytes and packets from
+# when a node has several (venetstat has no packets; vznetstat reads the same
+# kernel counters as venetstat on Virtuozzo 7 and as nft on Virtuozzo 9).
+BYTES_PRIORITY = ("venetstat", "nft_counters", "vznetstat")
+PACKETS_PRIORITY = ("nft_counters", "vznetstat")
 
 
 @dataclass(frozen=True)
@@ -49,10 +62,31 @@ class IpSeries:
 
 
 @dataclass(frozen=True)
+class ContainerSeries:
+    veid: str
+    klass: int
+    direction: str
+    family: str
+    bytes: int
+    packets: Optional[int]  # None when no source of this node counts packets
+
+
+@dataclass(frozen=True)
+class InterfaceSeries:
+    veid: str
+    interface: str
+    direction: str
+    packets: int
+    bytes: int
+
+
+@dataclass(frozen=True)
 class Snapshot:
     inventory: Inventory
     classes: ClassTable
     ip_series: tuple[IpSeries, ...]
+    container_series: tuple[ContainerSeries, ...]
+    interface_series: tuple[InterfaceSeries, ...]
     statuses: tuple[SourceStatus, ...]
     resets: tuple[tuple[str, int], ...]
 
@@ -86,19 +120,50 @@ class _Timed:
 
 
 class Exporter:
-    def __init__(self, config: Config, runner: Runner, *, keep_rules: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        runner: Runner,
+        *,
+        procfs: str = "/proc",
+        sysfs: str = "/sys",
+        keep_rules: bool = False,
+    ) -> None:
         """keep_rules: re-install our rules whenever a read finds them missing or stale."""
         self.config = config
         self.runner = runner
         self.keep_rules = keep_rules and config.netfilter.manage_rules
-        self.discovery = discovery.build(config)
+        self.discovery = discovery.build(config, runner, procfs)
+        self.kernel_sources = self._kernel_sources(procfs)
+        self.interfaces: Optional[InterfacesSource] = None
+        if self._enabled("interfaces", InterfacesSource(sysfs).available):
+            self.interfaces = InterfacesSource(sysfs)
         self.accumulator = Accumulator()
         self._found: dict[str, Sequence[Container]] = {}
+        self._discovered_at: Optional[float] = None
         self._ip_series: dict[SeriesKey, None] = {}
+        self._series: dict[str, dict[SeriesKey, None]] = {}
+        self._discovery_status: dict[str, SourceStatus] = {}
         self._xtables: Optional[xtables.Xtables] = None
         self._lock = threading.Lock()
         self._generation = 0
         self._snapshot: Optional[Snapshot] = None
+
+    def _enabled(self, name: str, available: Callable[[], bool]) -> bool:
+        setting = getattr(self.config.kernel, name)
+        if setting is None:
+            found = available()
+            log.debug("kernel source %s: %s", name, "found" if found else "not found, off")
+            return found
+        return bool(setting)
+
+    def _kernel_sources(self, procfs: str) -> list[VenetstatSource | VznetstatSource | NftCountersSource]:
+        candidates = (
+            VenetstatSource(procfs),
+            NftCountersSource(self.runner),
+            VznetstatSource(self.runner),
+        )
+        return [c for c in candidates if self._enabled(c.name, c.available)]
 
     # -- netfilter backend --------------------------------------------------
 
@@ -135,13 +200,21 @@ class Exporter:
         return self._discover(timed)
 
     def _discover(self, timed: _Timed) -> Inventory:
+        now = time.monotonic()
+        due = self._discovered_at is None or now - self._discovered_at >= self.config.refresh_interval
         for source in self.discovery:
+            if not due and source.name in self._found:
+                timed.statuses.append(self._discovery_status[source.name])
+                continue
 
             def step(source: discovery.DiscoverySource = source) -> None:
                 self._found[source.name] = source.discover()
 
             # A failing source keeps its last known containers.
             timed.run(source.name, step)
+            self._discovery_status[source.name] = timed.statuses[-1]
+        if due:
+            self._discovered_at = now
         return discovery.merge(self._found.get(s.name, ()) for s in self.discovery)
 
     def poll(self) -> Snapshot:
@@ -161,21 +234,73 @@ class Exporter:
             timed.run("iptables", lambda: self._read_iptables(inventory))
         elif self.config.netfilter.backend == "iptables":
             timed.run("iptables", _missing("iptables is not installed (not on PATH)"))
-        for name in KERNEL_SOURCES:
-            if getattr(self.config.kernel, name) is True:
-                timed.run(name, _missing("this source is not supported by this version"))
+        for source in self.kernel_sources:
+            timed.run(source.name, lambda source=source: self._read_kernel(source, inventory))  # type: ignore[misc]
+        if self.interfaces is not None:
+            timed.run("interfaces", lambda: self._read_interfaces(inventory))
         series = []
         for key in self._ip_series:
             packets, nbytes = self.accumulator.total(key)
             _, veid, ip, klass, direction = key
             series.append(IpSeries(veid, ip, int(klass), direction, packets, nbytes))
+        interfaces = []
+        for key in self._series.get("interfaces", {}):
+            packets, nbytes = self.accumulator.total(key)
+            _, veid, name, direction = key
+            interfaces.append(InterfaceSeries(veid, name, direction, packets, nbytes))
         return Snapshot(
             inventory=inventory,
             classes=self.config.classes,
             ip_series=tuple(series),
+            container_series=self._container_series(),
+            interface_series=tuple(interfaces),
             statuses=tuple(timed.statuses),
             resets=tuple(sorted(self.accumulator.resets.items())),
         )
+
+    def _read_kernel(
+        self, source: VenetstatSource | VznetstatSource | NftCountersSource, inventory: Inventory
+    ) -> None:
+        readings: list[ContainerReading] = source.read()
+        observations = []
+        keys: dict[SeriesKey, None] = {}
+        for r in readings:
+            veid = inventory.ctid_of(r.kernel_id)
+            key = (CONTAINER_SERIES, source.name, veid, str(r.klass), r.direction, r.family)
+            keys[key] = None
+            packets = r.packets if r.packets is not None else 0
+            observations.append(Observation(r.counter, key, packets, r.bytes, r.packet_bits))
+        self.accumulator.update(source.name, observations)
+        self._series[source.name] = keys
+
+    def _read_interfaces(self, inventory: Inventory) -> None:
+        assert self.interfaces is not None
+        observations = []
+        keys: dict[SeriesKey, None] = {}
+        for veid, r in self.interfaces.read(inventory.interface_owners()):
+            key = (INTERFACE_SERIES, veid, r.interface, r.direction)
+            keys[key] = None
+            observations.append(Observation(r.counter, key, r.packets, r.bytes))
+        self.accumulator.update("interfaces", observations)
+        self._series["interfaces"] = keys
+
+    def _container_series(self) -> tuple[ContainerSeries, ...]:
+        """One series per (veid, class, direction, family), bytes and packets from the best source.
+
+        Classes that are not configured are shown only once they counted something.
+        """
+        found: dict[tuple[str, ...], dict[str, tuple[int, int]]] = {}
+        for name in BYTES_PRIORITY:
+            for key in self._series.get(name, {}):
+                found.setdefault(key[2:], {})[name] = self.accumulator.total(key)
+        configured = {str(i) for i in self.config.classes.ids()}
+        out = []
+        for (veid, klass, direction, family), by_source in found.items():
+            nbytes = next(by_source[s][1] for s in BYTES_PRIORITY if s in by_source)
+            packets = next((by_source[s][0] for s in PACKETS_PRIORITY if s in by_source), None)
+            if klass in configured or nbytes or packets:
+                out.append(ContainerSeries(veid, int(klass), direction, family, nbytes, packets))
+        return tuple(out)
 
     def _read_iptables(self, inventory: Inventory) -> None:
         nf = self.config.netfilter

@@ -22,8 +22,12 @@ GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 LAB = str(FIXTURES / "lab.yaml")
 
 
+EMPTY_ROOT = str(FIXTURES / "empty")  # a /proc and /sys with nothing of ours
+
+
 def dump(capsys: pytest.CaptureFixture[str], runner: ReplayRunner, *args: str) -> str:
-    assert cli.main(["--config", LAB, *args, "dump"], runner=runner) == 0
+    argv = ["--config", LAB, f"--path.procfs={EMPTY_ROOT}", f"--path.sysfs={EMPTY_ROOT}", *args, "dump"]
+    assert cli.main(argv, runner=runner) == 0
     return capsys.readouterr().out
 
 
@@ -96,7 +100,7 @@ def test_backend_iptables_without_iptables_is_a_source_error(
 ) -> None:
     path = write_config("netfilter: {backend: iptables}\n")
     runner = ReplayRunner({}, installed=())
-    assert cli.main(["dump", "--config", path], runner=runner) == 0
+    assert cli.main(["dump", "--config", path, f"--path.sysfs={EMPTY_ROOT}"], runner=runner) == 0
     got = samples(capsys.readouterr().out)
     assert got[("vz_traffic_source_up", (("source", "iptables"),))] == 0
 
@@ -105,12 +109,13 @@ def test_backend_auto_without_iptables_is_silently_off(
     capsys: pytest.CaptureFixture[str], write_config: Any
 ) -> None:
     runner = ReplayRunner({}, installed=())
-    assert cli.main(["dump", "--config", write_config("{}\n")], runner=runner) == 0
+    argv = ["dump", "--config", write_config("{}\n"), f"--path.sysfs={EMPTY_ROOT}"]
+    assert cli.main(argv, runner=runner) == 0
     assert 'source="iptables"' not in capsys.readouterr().out
 
 
 def test_sources_survive_an_unexpected_bug(monkeypatch: pytest.MonkeyPatch) -> None:
-    exporter = Exporter(load(LAB), managed_runner())
+    exporter = Exporter(load(LAB), managed_runner(), procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT)
 
     def boom(*args: object) -> None:
         raise KeyError("bug")
@@ -137,7 +142,7 @@ def call(app: http.WSGIApp, path: str) -> tuple[str, bytes]:
 
 
 def test_http_landing_page_metrics_and_404() -> None:
-    exporter = Exporter(load(LAB), managed_runner())
+    exporter = Exporter(load(LAB), managed_runner(), procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT)
     app = http.make_app(collector.registry(exporter.poll), "/metrics")
     status, body = call(app, "/")
     assert status.startswith("200") and b'href="/metrics"' in body
@@ -148,7 +153,7 @@ def test_http_landing_page_metrics_and_404() -> None:
 
 def test_registering_the_collector_reads_nothing() -> None:
     runner = managed_runner()
-    collector.registry(Exporter(load(LAB), runner).poll)
+    collector.registry(Exporter(load(LAB), runner, procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT).poll)
     assert runner.calls == []
 
 
@@ -183,7 +188,7 @@ def test_concurrent_scrapes_never_read_the_kernel_twice_at_once() -> None:
         def which(self, program: str) -> Any:
             return inner.which(program)
 
-    exporter = Exporter(load(LAB), SlowRunner())
+    exporter = Exporter(load(LAB), SlowRunner(), procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT)
     app = http.make_app(collector.registry(exporter.poll), "/metrics")
     results: list[str] = []
     threads = [threading.Thread(target=lambda: results.append(call(app, "/metrics")[0])) for _ in range(8)]

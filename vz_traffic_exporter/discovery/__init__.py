@@ -16,15 +16,33 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..runner import Runner
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Container:
-    veid: str
+    veid: str  # the CTID: numeric VEID, CTID string or VM UUID; "0" is the host
     name: str = ""
     ips: tuple[str, ...] = ()
+    interfaces: tuple[str, ...] = ()  # host-side network devices
+
+
+def kernel_veid(ctid: str) -> int | None:
+    """The kernel's numeric VEID of a CTID (libvzctl ctid2veid), None if it has none.
+
+    Numeric CTIDs keep their number; a UUID (36 characters) uses its first 32
+    bits with the top bit cleared: fbb30afa-... -> 2075331322.
+    """
+    if ctid.isdigit():
+        return int(ctid)
+    if len(ctid) >= 36:
+        try:
+            return int(ctid[:8], 16) & 0x7FFFFFFF
+        except ValueError:
+            return None
+    return None
 
 
 class DiscoverySource(Protocol):
@@ -49,6 +67,19 @@ class Inventory:
     def ips(self) -> list[str]:
         return list(self.owners)
 
+    def ctid_of(self, kernel_id: str) -> str:
+        """The CTID for an id the kernel prints (a VEID number or a CTID)."""
+        if kernel_id in self.containers or not kernel_id.isdigit():
+            return kernel_id
+        number = int(kernel_id)
+        for ctid in self.containers:
+            if kernel_veid(ctid) == number:
+                return ctid
+        return kernel_id
+
+    def interface_owners(self) -> dict[str, str]:
+        return {name: ct.veid for ct in self.containers.values() for name in ct.interfaces}
+
 
 def merge(results: Iterable[Sequence[Container]]) -> Inventory:
     """Merge source results in order: the first name wins, addresses add up.
@@ -70,20 +101,36 @@ def merge(results: Iterable[Sequence[Container]]) -> Inventory:
                     )
                 elif ip not in ips:
                     ips.append(ip)
-            containers[ct.veid] = Container(ct.veid, known.name or ct.name, tuple(ips))
+            interfaces = tuple(dict.fromkeys(known.interfaces + ct.interfaces))
+            containers[ct.veid] = Container(ct.veid, known.name or ct.name, tuple(ips), interfaces)
     return Inventory(MappingProxyType(containers), MappingProxyType(owners))
 
 
-def _static(config: Config) -> DiscoverySource:
+def build(config: Config, runner: Runner, procfs: str) -> list[DiscoverySource]:
+    """The discovery sources the configuration asks for.
+
+    With no list configured (auto): static, then the first of vzlist,
+    prlctl and /proc/vz/veinfo that exists on this host.
+    """
+    from .prlctl import PrlctlDiscovery
     from .static import StaticDiscovery
+    from .veinfo import VeinfoDiscovery
+    from .vzlist import VzlistDiscovery
 
-    return StaticDiscovery(config.static)
-
-
-SOURCES: dict[str, Callable[[Config], DiscoverySource]] = {"static": _static}
-
-
-def build(config: Config) -> list[DiscoverySource]:
-    """The discovery sources the configuration asks for (auto: what exists)."""
-    names = config.discovery if config.discovery is not None else ("static",)
-    return [SOURCES[name](config) for name in names]
+    factories: dict[str, Callable[[], DiscoverySource]] = {
+        "static": lambda: StaticDiscovery(config.static),
+        "vzlist": lambda: VzlistDiscovery(runner),
+        "prlctl": lambda: PrlctlDiscovery(runner),
+        "veinfo": lambda: VeinfoDiscovery(procfs),
+    }
+    names = config.discovery
+    if names is None:
+        names = ("static",)
+        if runner.which("vzlist"):
+            names += ("vzlist",)
+        elif runner.which("prlctl"):
+            names += ("prlctl",)
+        elif VeinfoDiscovery(procfs).available():
+            names += ("veinfo",)
+        log.debug("discovery: %s", ", ".join(names))
+    return [factories[name]() for name in names]

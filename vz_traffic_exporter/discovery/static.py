@@ -15,7 +15,7 @@ class StaticDiscovery:
     name = "static"
 
     def __init__(self, entries: Sequence[StaticContainer]) -> None:
-        self._containers = [Container(e.veid, e.name, e.ips) for e in entries]
+        self._containers = [Container(e.veid, e.name, e.ips, e.interfaces) for e in entries]
 
     def discover(self) -> list[Container]:
         return list(self._containers)

@@ -11,6 +11,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from ..exporter import Snapshot
 
 IP_LABELS = ["veid", "ip", "class", "direction"]
+CONTAINER_LABELS = ["veid", "class", "direction", "family"]
+INTERFACE_LABELS = ["veid", "interface", "direction"]
 
 # name -> (type, help, labels); the README's metrics table is checked against this.
 METRICS: dict[str, tuple[str, str, list[str]]] = {
@@ -23,6 +25,26 @@ METRICS: dict[str, tuple[str, str, list[str]]] = {
         "counter",
         "Packets of a container address by network class and direction.",
         IP_LABELS,
+    ),
+    "vz_traffic_container_bytes_total": (
+        "counter",
+        "IP-level bytes of a container by network class, direction and family, from kernel accounting.",
+        CONTAINER_LABELS,
+    ),
+    "vz_traffic_container_packets_total": (
+        "counter",
+        "Packets of a container by network class, direction and family, from kernel accounting.",
+        CONTAINER_LABELS,
+    ),
+    "vz_traffic_interface_bytes_total": (
+        "counter",
+        "Bytes on a container's host-side interface, direction from the container's view.",
+        INTERFACE_LABELS,
+    ),
+    "vz_traffic_interface_packets_total": (
+        "counter",
+        "Packets on a container's host-side interface, direction from the container's view.",
+        INTERFACE_LABELS,
     ),
     "vz_traffic_container_info": ("gauge", "Containers known to discovery (always 1).", ["veid", "name"]),
     "vz_traffic_class_info": ("gauge", "Configured network classes (always 1).", ["class", "name"]),
@@ -58,6 +80,15 @@ class TrafficCollector(Collector):
             labels = [s.veid, s.ip, str(s.klass), s.direction]
             fam["vz_traffic_ip_bytes_total"].add_metric(labels, s.bytes)
             fam["vz_traffic_ip_packets_total"].add_metric(labels, s.packets)
+        for c in snap.container_series:
+            labels = [c.veid, str(c.klass), c.direction, c.family]
+            fam["vz_traffic_container_bytes_total"].add_metric(labels, c.bytes)
+            if c.packets is not None:
+                fam["vz_traffic_container_packets_total"].add_metric(labels, c.packets)
+        for i in snap.interface_series:
+            labels = [i.veid, i.interface, i.direction]
+            fam["vz_traffic_interface_bytes_total"].add_metric(labels, i.bytes)
+            fam["vz_traffic_interface_packets_total"].add_metric(labels, i.packets)
         for veid, ct in sorted(snap.inventory.containers.items()):
             fam["vz_traffic_container_info"].add_metric([veid, ct.name], 1)
         for klass in snap.classes.classes:
@@ -70,7 +101,7 @@ class TrafficCollector(Collector):
             resets.setdefault(status.name, 0)
         for source, count in sorted(resets.items()):
             fam["vz_traffic_counter_resets_total"].add_metric([source], count)
-        yield from fam.values()
+        yield from (family for family in fam.values() if family.samples)
 
 
 def registry(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:

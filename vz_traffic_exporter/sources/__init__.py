@@ -22,3 +22,28 @@ class IpReading:
     direction: str  # "in" = received by the container, "out" = sent by it
     packets: int
     bytes: int
+
+
+@dataclass(frozen=True)
+class ContainerReading:
+    """One kernel per-class counter of a container (or of the host, id "0")."""
+
+    counter: Hashable
+    kernel_id: str  # as the kernel or tool prints it: a VEID number or a CTID
+    klass: int
+    direction: str
+    family: str  # "ipv4" or "ipv6"
+    bytes: int
+    packets: int | None = None  # None: this source counts bytes only
+    packet_bits: int | None = None  # the packet counter wraps at 2**packet_bits
+
+
+@dataclass(frozen=True)
+class InterfaceReading:
+    """Counters of one host-side interface, directions from the container's view."""
+
+    counter: Hashable  # (name, ifindex): a re-created device is a new counter
+    interface: str
+    direction: str
+    packets: int
+    bytes: int

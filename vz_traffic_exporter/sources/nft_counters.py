@@ -1,0 +1,79 @@
+"""Virtuozzo Hybrid Server 9 accounting: named counters in ``netdev ve_*`` tables.
+
+Compare by hand with ``nft list counters table netdev ve_<ctid>`` (root or
+CAP_NET_ADMIN).  Each container has a table ``netdev ve_<CTID without
+dashes>`` holding counters ``counter_<i|o><4|6>_<class>``: ``i`` received
+by the container, ``o`` sent by it.  The counters are reset and the table
+deleted when the container's network goes down; the accumulator absorbs it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ..runner import CommandError, Runner
+from . import ContainerReading
+
+ARGV = ("nft", "-j", "list", "counters")
+_TABLE = re.compile(r"^ve_([0-9A-Za-z_.-]+)$")
+_COUNTER = re.compile(r"^counter_([io])([46])_(\d+)$")
+
+
+def ctid_of_table(table: str) -> str | None:
+    """ve_101 -> 101; ve_<32 hex> -> the dashed UUID; anything else None."""
+    m = _TABLE.match(table)
+    if not m:
+        return None
+    ident = m.group(1)
+    if len(ident) == 32 and all(c in "0123456789abcdefABCDEF" for c in ident):
+        return f"{ident[:8]}-{ident[8:12]}-{ident[12:16]}-{ident[16:20]}-{ident[20:]}".lower()
+    return ident
+
+
+def parse_nft_counters(text: str, where: str = "nft") -> list[ContainerReading]:
+    try:
+        items = json.loads(text).get("nftables", [])
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"{where}: not nftables JSON: {err}") from None
+    readings = []
+    for item in items:
+        counter = item.get("counter") if isinstance(item, dict) else None
+        if not isinstance(counter, dict) or counter.get("family") != "netdev":
+            continue
+        ctid = ctid_of_table(str(counter.get("table", "")))
+        m = _COUNTER.match(str(counter.get("name", "")))
+        if ctid is None or m is None:
+            continue
+        direction = "in" if m.group(1) == "i" else "out"
+        family = "ipv4" if m.group(2) == "4" else "ipv6"
+        klass = int(m.group(3))
+        try:
+            nbytes, packets = int(counter["bytes"]), int(counter["packets"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"{where}: counter {counter.get('name')} of {counter.get('table')} "
+                "has no numeric bytes/packets"
+            ) from None
+        key = ("nft_counters", counter["table"], counter["name"])
+        readings.append(ContainerReading(key, ctid, klass, direction, family, nbytes, packets))
+    return readings
+
+
+class NftCountersSource:
+    name = "nft_counters"
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def available(self) -> bool:
+        if self.runner.which("nft") is None:
+            return False
+        try:
+            tables = self.runner.run(("nft", "list", "tables", "netdev"))
+        except CommandError:  # not permitted or no netdev support: not available
+            return False
+        return any(line.split()[-1].startswith("ve_") for line in tables.splitlines() if line.strip())
+
+    def read(self) -> list[ContainerReading]:
+        return parse_nft_counters(self.runner.run(ARGV), " ".join(ARGV))
