@@ -74,6 +74,11 @@ def default_containers(prefix: str, count: int = 3) -> list[LabContainer]:
     return cts
 
 
+def host_ifname(ct: LabContainer) -> str:
+    """The node-side device of a container, named as legacy OpenVZ names veth devices."""
+    return f"veth{ct.veid}.0"
+
+
 def run(argv: Sequence[str], *, check: bool = True, stdin: str | None = None) -> str:
     proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
@@ -209,7 +214,7 @@ class Lab:
     def add_container(self, ct: LabContainer) -> None:
         if ct not in self.containers:
             self.containers.append(ct)
-        node_if = f"v{ct.veid}"
+        node_if = host_ifname(ct)
         self._new_ns(ct.ns)
         self._link(ct.ns, node_if, ct.mac)
         run(["ip", "-n", ct.ns, "addr", "add", f"{ct.ipv4}/32", "dev", "eth0"])

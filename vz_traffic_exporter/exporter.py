@@ -37,11 +37,11 @@ IP_SERIES = "ip"
 CONTAINER_SERIES = "container"
 INTERFACE_SERIES = "interface"
 
-# Which kernel source a container series takes its bytes and packets from
-# when a node has several (venetstat has no packets; vznetstat reads the same
-# kernel counters as venetstat on Virtuozzo 7 and as nft on Virtuozzo 9).
-BYTES_PRIORITY = ("venetstat", "nft_counters", "vznetstat")
-PACKETS_PRIORITY = ("nft_counters", "vznetstat")
+# The kernel sources of container series.  Where several have the same
+# series, one wins for bytes and packets together: nft_counters (Virtuozzo 9,
+# complete), else venetstat's bytes with vznetstat's packets (Virtuozzo 7:
+# both read the same kernel counters), else vznetstat alone.
+KERNEL_SOURCES = ("nft_counters", "venetstat", "vznetstat")
 
 
 @dataclass(frozen=True)
@@ -285,19 +285,25 @@ class Exporter:
         self._series["interfaces"] = keys
 
     def _container_series(self) -> tuple[ContainerSeries, ...]:
-        """One series per (veid, class, direction, family), bytes and packets from the best source.
+        """One series per (veid, class, direction, family) from the best source (KERNEL_SOURCES).
 
         Classes that are not configured are shown only once they counted something.
         """
         found: dict[tuple[str, ...], dict[str, tuple[int, int]]] = {}
-        for name in BYTES_PRIORITY:
+        for name in KERNEL_SOURCES:
             for key in self._series.get(name, {}):
                 found.setdefault(key[2:], {})[name] = self.accumulator.total(key)
         configured = {str(i) for i in self.config.classes.ids()}
         out = []
         for (veid, klass, direction, family), by_source in found.items():
-            nbytes = next(by_source[s][1] for s in BYTES_PRIORITY if s in by_source)
-            packets = next((by_source[s][0] for s in PACKETS_PRIORITY if s in by_source), None)
+            packets: Optional[int]
+            if "nft_counters" in by_source:
+                packets, nbytes = by_source["nft_counters"]
+            elif "venetstat" in by_source:
+                nbytes = by_source["venetstat"][1]
+                packets = by_source["vznetstat"][0] if "vznetstat" in by_source else None
+            else:
+                packets, nbytes = by_source["vznetstat"]
             if klass in configured or nbytes or packets:
                 out.append(ContainerSeries(veid, int(klass), direction, family, nbytes, packets))
         return tuple(out)

@@ -162,15 +162,29 @@ def parse_ip_series(text: str) -> dict[tuple[str, ...], float]:
     return out
 
 
-@pytest.fixture
-def lab(variant: str, tmp_path: Path) -> Iterator[NodeLab]:
+def _lab(bindir: str, workdir: Path) -> Iterator[NodeLab]:
     prefix = f"vzt{os.getpid() % 10000}x{next(_serial)}-"
     node_lab = NodeLab(prefix)
-    node_lab.bindir = variant
-    node_lab.workdir = tmp_path
+    node_lab.bindir = bindir
+    node_lab.workdir = workdir
     try:
         node_lab.build(default_containers(prefix))
         yield node_lab
     finally:
         node_lab.destroy()
         assert leftover_namespaces(prefix) == []
+
+
+@pytest.fixture
+def lab(variant: str, tmp_path: Path) -> Iterator[NodeLab]:
+    """A lab whose node uses the iptables variant under test."""
+    yield from _lab(variant, tmp_path)
+
+
+@pytest.fixture
+def kernel_lab(tmp_path: Path) -> Iterator[NodeLab]:
+    """A lab for the kernel sources (nft, interfaces): the host's own tools."""
+    _require_root_and_tools()
+    if shutil.which("nft") is None:
+        pytest.skip("nft is not installed")
+    yield from _lab("/nonexistent", tmp_path)

@@ -59,10 +59,11 @@ CONTRACT_NAMES_PROMTOOL_DISLIKES = {
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
-def test_golden_exposition_passes_promtool() -> None:
+@pytest.mark.parametrize("golden", ["dump-iptables.prom", "dump-kernel.prom"])
+def test_golden_exposition_passes_promtool(golden: str) -> None:
     proc = subprocess.run(
         ["promtool", "check", "metrics"],
-        input=(GOLDEN / "dump-iptables.prom").read_bytes(),
+        input=(GOLDEN / golden).read_bytes(),
         capture_output=True,
         check=False,
     )
