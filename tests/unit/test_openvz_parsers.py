@@ -86,8 +86,8 @@ def test_vzlist_and_prlctl(fixture: str, expected: list[object]) -> None:
 
 def test_vzlist_empty_and_broken() -> None:
     assert parse_vzlist_json("[]\n") == []
-    with pytest.raises(ValueError, match=r"entry 0: '10\.0\.0\.300' is not an IP address"):
-        parse_vzlist_json('[{"ctid": 5, "ip": ["10.0.0.300"]}]')
+    with pytest.raises(ValueError, match=r"entry 0: '192\.0\.2\.300' is not an IP address"):
+        parse_vzlist_json('[{"ctid": 5, "ip": ["192.0.2.300"]}]')
     with pytest.raises(ValueError, match="not JSON"):
         parse_vzlist_json("Container(s) not found")
 
