@@ -88,10 +88,10 @@ class NodeLab(Lab):
             if not line.startswith("#")
         )
 
-    def write_config(self, containers: list[LabContainer], **sections: object) -> str:
+    def write_config(self, static: list[LabContainer], **sections: object) -> str:
         data: dict[str, object] = {
             "containers": {
-                "static": [{"veid": ct.veid, "name": ct.name, "ips": [ct.ipv4, ct.ipv6]} for ct in containers]
+                "static": [{"veid": ct.veid, "name": ct.name, "ips": [ct.ipv4, ct.ipv6]} for ct in static]
             },
             "network_classes": [
                 {"id": 1, "name": "peering", "networks": CLASS_NETWORKS[1]},

@@ -182,3 +182,26 @@ def test_missing_iptables_flips_source_up_and_metrics_still_answer(lab: NodeLab)
     assert got[("vz_traffic_source_up", "iptables")] == 0
     assert got[("vz_traffic_source_up", "static")] == 1
     assert lab.scrape(path="/")[0] == 200
+
+
+def test_containers_discovered_by_vzlist_are_accounted(lab: NodeLab) -> None:
+    """A vzlist on PATH printing an OpenVZ 7 style recorded output drives the rules."""
+    import json
+
+    listing = [{"ctid": ct.veid, "name": f"vz-{ct.veid}", "ip": [ct.ipv4, ct.ipv6]} for ct in lab.containers]
+    fake = lab.workdir / "fakebin"
+    fake.mkdir()
+    (fake / "vzlist.json").write_text(json.dumps(listing, indent=2) + "\n")
+    script = fake / "vzlist"
+    script.write_text(f'#!/bin/sh\n[ "$*" = "-a -j -o ctid,name,ip" ] || exit 2\ncat {fake}/vzlist.json\n')
+    script.chmod(0o755)
+    lab.bindir = f"{fake}:{lab.bindir}"
+    config = lab.write_config([], containers={"discovery": ["vzlist"]})
+    lab.exporter(config, "rules", "sync")
+    ct = lab.containers[2]
+    sent = lab.send_udp(ct.ns, ct.ipv6, PEERS["peering"][1], 11, 333)
+    got = lab.dump(config)
+    assert got[(BYTES, ct.veid, ct.ipv6, "1", "out")] == sent
+    assert got[("vz_traffic_source_up", "vzlist")] == 1
+    assert got[("vz_traffic_container_info", "103", "vz-103")] == 1
+    lab.exporter(config, "rules", "remove")
