@@ -9,24 +9,15 @@ CTID of a container, the UUID of a VM).  Needs root.
 
 from __future__ import annotations
 
-import json
-
-from ..runner import Runner
 from . import Container
-from .addresses import canonical_addresses
+from .parsing import CommandDiscovery, canonical_addresses, json_list
 
 ARGV = ("prlctl", "list", "-a", "-j", "-o", "uuid,envid,name,type,ip")
 
 
 def parse_prlctl_json(text: str, where: str = "prlctl") -> list[Container]:
-    try:
-        data = json.loads(text)
-    except ValueError as err:
-        raise ValueError(f"{where}: not JSON: {err}") from None
-    if not isinstance(data, list):
-        raise ValueError(f"{where}: expected a JSON list")
     containers = []
-    for i, item in enumerate(data):
+    for i, item in enumerate(json_list(text, where)):
         if not isinstance(item, dict):
             raise ValueError(f"{where}: entry {i} is not an object")
         veid = str(item.get("envid") or item.get("uuid") or "").strip("{} ")
@@ -37,11 +28,7 @@ def parse_prlctl_json(text: str, where: str = "prlctl") -> list[Container]:
     return containers
 
 
-class PrlctlDiscovery:
+class PrlctlDiscovery(CommandDiscovery):
     name = "prlctl"
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-
-    def discover(self) -> list[Container]:
-        return parse_prlctl_json(self.runner.run(ARGV), " ".join(ARGV))
+    argv = ARGV
+    parse = staticmethod(parse_prlctl_json)

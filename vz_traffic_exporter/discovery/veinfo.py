@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from . import Container
-from .addresses import canonical_addresses
+from .parsing import canonical_addresses
 
 
 def parse_veinfo(text: str, where: str = "veinfo") -> list[Container]:

@@ -8,24 +8,15 @@ the configured ones of stopped containers.  Needs root.
 
 from __future__ import annotations
 
-import json
-
-from ..runner import Runner
 from . import Container
-from .addresses import canonical_addresses
+from .parsing import CommandDiscovery, canonical_addresses, json_list
 
 ARGV = ("vzlist", "-a", "-j", "-o", "ctid,name,ip")
 
 
 def parse_vzlist_json(text: str, where: str = "vzlist") -> list[Container]:
-    try:
-        data = json.loads(text)
-    except ValueError as err:
-        raise ValueError(f"{where}: not JSON: {err}") from None
-    if not isinstance(data, list):
-        raise ValueError(f"{where}: expected a JSON list of containers")
     containers = []
-    for i, item in enumerate(data):
+    for i, item in enumerate(json_list(text, where)):
         ctid = item.get("ctid", item.get("veid")) if isinstance(item, dict) else None
         if isinstance(ctid, bool) or not isinstance(ctid, (int, str)) or str(ctid) in ("", "0"):
             raise ValueError(f"{where}: entry {i} has no ctid")
@@ -37,11 +28,7 @@ def parse_vzlist_json(text: str, where: str = "vzlist") -> list[Container]:
     return containers
 
 
-class VzlistDiscovery:
+class VzlistDiscovery(CommandDiscovery):
     name = "vzlist"
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-
-    def discover(self) -> list[Container]:
-        return parse_vzlist_json(self.runner.run(ARGV), " ".join(ARGV))
+    argv = ARGV
+    parse = staticmethod(parse_vzlist_json)

@@ -1,0 +1,58 @@
+"""Shared pieces of the discovery parsers: tool JSON, address lists, command sources."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable
+from typing import Any, Callable
+
+from ..runner import Runner
+from . import Container
+
+
+def canonical_addresses(words: Iterable[str], where: str) -> tuple[str, ...]:
+    """Canonical addresses from tool output: masks stripped, ``-`` and link-local skipped.
+
+    Raises ValueError naming ``where`` for anything that is not an address.
+    """
+    out: list[str] = []
+    for word in words:
+        word = word.strip()
+        if not word or word == "-":
+            continue
+        text = word.split("/", 1)[0]
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            raise ValueError(f"{where}: {word!r} is not an IP address") from None
+        if addr.is_link_local or addr.is_loopback:
+            continue
+        if str(addr) not in out:
+            out.append(str(addr))
+    return tuple(out)
+
+
+def json_list(text: str, where: str) -> list[Any]:
+    """The top-level JSON list a listing tool prints, or ValueError naming where."""
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"{where}: not JSON: {err}") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{where}: expected a JSON list")
+    return data
+
+
+class CommandDiscovery:
+    """A discovery source that runs one listing command and parses its output."""
+
+    name = ""
+    argv: tuple[str, ...] = ()
+    parse: Callable[[str, str], list[Container]]
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def discover(self) -> list[Container]:
+        return type(self).parse(self.runner.run(self.argv), " ".join(self.argv))
