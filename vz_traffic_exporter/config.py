@@ -17,7 +17,13 @@ from typing import Any, Callable, Optional, TypeVar
 
 import yaml
 
-from .discovery.classes import MAX_CLASS, ClassTable, NetworkClass, ambiguous_networks
+from .discovery.classes import (
+    MAX_CLASS,
+    ClassTable,
+    NetworkClass,
+    ambiguous_networks,
+    parse_networks_classes,
+)
 
 DEFAULT_PATH = "/etc/vz-traffic-exporter/config.yaml"
 
@@ -307,7 +313,25 @@ def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValueError(f"{value!r} is not a network (address/prefix)") from None
 
 
-def _classes(c: _Checker, raw: Any) -> ClassTable:
+def _classes_file(c: _Checker, path: str, classes: list[NetworkClass]) -> list[NetworkClass]:
+    """Merge an OpenVZ networks_classes file into the configured classes."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            entries, problems = parse_networks_classes(handle.read())
+    except OSError as err:
+        c.problem("networks_classes_file", f"cannot read {path}: {err.strerror or err}")
+        return classes
+    for problem in problems:
+        c.problem("networks_classes_file", f"{path}: {problem}")
+    by_id = {k.id: k for k in classes}
+    for klass, net in entries:
+        known = by_id.get(klass, NetworkClass(klass, f"class{klass}"))
+        if net not in known.networks:
+            by_id[klass] = NetworkClass(klass, known.name, (*known.networks, net))
+    return [by_id[i] for i in sorted(by_id)]
+
+
+def _classes(c: _Checker, raw: Any, classes_file: Optional[str] = None) -> ClassTable:
     classes: list[NetworkClass] = []
     seen: set[int] = set()
     for i, entry in enumerate(c.sequence(raw, "network_classes")):
@@ -328,6 +352,8 @@ def _classes(c: _Checker, raw: Any) -> ClassTable:
             if net is not None and net not in nets:
                 nets.append(net)
         classes.append(NetworkClass(ident, name or f"class{ident}", tuple(nets)))
+    if classes_file:
+        classes = _classes_file(c, classes_file, classes)
     for net, first, second in ambiguous_networks(classes):
         c.problem("network_classes", f"{net} is listed in both class {first} and class {second}")
     if not any(k.id == 0 for k in classes):
@@ -436,10 +462,10 @@ def validate(data: Any, source: str) -> Config:
             c.convert(containers["refresh_interval"], "containers.refresh_interval", parse_duration)
             or refresh
         )
-    classes = _classes(c, top.get("network_classes"))
     classes_file = None
     if top.get("networks_classes_file") is not None:
         classes_file = c.string(top["networks_classes_file"], "networks_classes_file")
+    classes = _classes(c, top.get("network_classes"), classes_file)
     config = Config(
         source=source,
         static=static,

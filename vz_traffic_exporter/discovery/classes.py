@@ -9,6 +9,7 @@ Each packet lands in exactly one class.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -77,3 +78,37 @@ def ambiguous_networks(classes: Sequence[NetworkClass]) -> list[tuple[IPNetwork,
             if other != klass.id:
                 clashes.append((net, other, klass.id))
     return clashes
+
+
+_CLASS_LINE = re.compile(r"^\s*(\d+)[\t ]+([^/\s]{1,41})/(\d+)")
+
+
+def parse_networks_classes(text: str) -> tuple[list[tuple[int, IPNetwork]], list[str]]:
+    """(class, network) entries of an OpenVZ ``networks_classes`` file, and its problems.
+
+    As ``vztactl class_load`` reads it: a comment only with ``#`` in column 0;
+    ``<class> <address>/<prefix>`` with the prefix mandatory, anything after
+    it ignored; a prefix beyond the address length clamped; host bits masked.
+    Problems are ``line N: why`` (vztactl would skip or refuse those lines).
+    """
+    entries: list[tuple[int, IPNetwork]] = []
+    problems: list[str] = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = _CLASS_LINE.match(line)
+        if not m:
+            problems.append(f"line {line_no}: expected '<class> <address>/<prefix>': {line.strip()!r}")
+            continue
+        klass, address, prefix = int(m.group(1)), m.group(2), int(m.group(3))
+        if klass > MAX_CLASS:
+            problems.append(f"line {line_no}: class {klass} is above {MAX_CLASS}")
+            continue
+        try:
+            addr = ipaddress.ip_address(address)
+        except ValueError:
+            problems.append(f"line {line_no}: {address!r} is not an IP address")
+            continue
+        net = ipaddress.ip_network(f"{addr}/{min(prefix, addr.max_prefixlen)}", strict=False)
+        entries.append((klass, net))
+    return entries, problems
