@@ -234,8 +234,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             totals = _summary(body)
             print(f"--- {time.monotonic() - started:.0f}s: bytes by container, class and direction")
             _print_summary(totals, veids)
+            wanted = [("iptables", "0"), ("iptables", "1"), ("nft", "1"), ("veth", "-")]
             if not reported and all(
-                totals[(v, k, d)] > 0 for v in veids for k in "01" for d in ("in", "out")
+                totals[(col, v, k, d)] > 0 for v in veids for col, k in wanted for d in ("in", "out")
             ):
                 reported = True
                 print(
