@@ -97,3 +97,22 @@ def test_totals_never_decrease_and_are_exact_when_resets_are_visible(script: lis
     assert counted <= true_total
     if exact:
         assert counted == true_total
+
+
+@pytest.mark.parametrize(
+    ("reads", "packets", "nbytes", "resets"),
+    [
+        # (packets, bytes) of a vznetstat counter: 32-bit packets, 64-bit bytes
+        ([(2**32 - 10, 5000), (5, 6000)], 2**32 + 5, 6000, 0),  # packets wrapped, bytes grew: a wrap
+        ([(2**32 - 10, 5000), (5, 100)], 2**32 - 10 + 5, 5100, 1),  # both went down: a reset
+        ([(100, 5000), (100, 5000)], 100, 5000, 0),
+    ],
+)
+def test_narrow_packet_counters_wrap(
+    reads: list[tuple[int, int]], packets: int, nbytes: int, resets: int
+) -> None:
+    acc = Accumulator()
+    for p, b in reads:
+        acc.update("vznetstat", [Observation("c", A, p, b, packet_bits=32)])
+    assert acc.total(A) == (packets, nbytes)
+    assert acc.resets["vznetstat"] == resets
