@@ -24,7 +24,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
+
+STATE_VERSION = 1
 
 SeriesKey = tuple[str, ...]
 
@@ -75,3 +77,36 @@ class Accumulator:
     def total(self, series: SeriesKey) -> tuple[int, int]:
         """(packets, bytes) accumulated for a series."""
         return self._totals.get(series, (0, 0))
+
+    # -- persistence ---------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-ready, versioned copy of everything the accumulator knows."""
+        return {
+            "version": STATE_VERSION,
+            "last": [
+                [source, list(_as_tuple(counter)), p, b] for (source, counter), (p, b) in self._last.items()
+            ],
+            "totals": [[list(series), p, b] for series, (p, b) in self._totals.items()],
+            "resets": dict(self.resets),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Accumulator:
+        """The accumulator saved by :meth:`to_state` (ValueError if it is not one)."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"not a version {STATE_VERSION} accumulator state")
+        acc = cls()
+        try:
+            for source, counter, packets, nbytes in state["last"]:
+                acc._last[(str(source), tuple(counter))] = (int(packets), int(nbytes))
+            for series, packets, nbytes in state["totals"]:
+                acc._totals[tuple(str(part) for part in series)] = (int(packets), int(nbytes))
+            acc.resets.update({str(k): int(v) for k, v in state["resets"].items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"malformed accumulator state: {err}") from None
+        return acc
+
+
+def _as_tuple(counter: Hashable) -> tuple[Any, ...]:
+    return counter if isinstance(counter, tuple) else (counter,)

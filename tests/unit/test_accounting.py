@@ -116,3 +116,21 @@ def test_narrow_packet_counters_wrap(
         acc.update("vznetstat", [Observation("c", A, p, b, packet_bits=32)])
     assert acc.total(A) == (packets, nbytes)
     assert acc.resets["vznetstat"] == resets
+
+
+def test_state_round_trip_continues_exactly() -> None:
+    import json
+
+    acc = Accumulator()
+    acc.update("iptables", [Observation(("managed", "out", 1, "192.0.2.11"), A, 10, 1280)])
+    acc.update("iptables", [Observation(("managed", "out", 1, "192.0.2.11"), A, 4, 512)])  # a reset
+    restored = Accumulator.from_state(json.loads(json.dumps(acc.to_state())))
+    restored.update("iptables", [Observation(("managed", "out", 1, "192.0.2.11"), A, 6, 768)])
+    assert restored.total(A) == (16, 2048)
+    assert restored.resets["iptables"] == 1
+
+
+@pytest.mark.parametrize("state", [{}, {"version": 99}, {"version": 1, "last": [[1]]}, []])
+def test_bad_state_is_refused(state: object) -> None:
+    with pytest.raises(ValueError):
+        Accumulator.from_state(state)  # type: ignore[arg-type]
