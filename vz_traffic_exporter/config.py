@@ -215,6 +215,12 @@ class _Checker:
             return default
         return str(value)
 
+    def duration(self, value: Any, path: str, default: float) -> float:
+        if value is None:
+            return default
+        seconds = self.convert(value, path, parse_duration)
+        return default if seconds is None else seconds
+
     def string(self, value: Any, path: str) -> Optional[str]:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             self.problem(path, f"must be a string, not {_kind(value)}")
@@ -249,7 +255,9 @@ def _ifname(value: Any) -> str:
     return value
 
 
-def _containers(c: _Checker, raw: Any) -> tuple[tuple[StaticContainer, ...], Optional[tuple[str, ...]]]:
+def _containers(
+    c: _Checker, raw: Any
+) -> tuple[tuple[StaticContainer, ...], Optional[tuple[str, ...]], float]:
     section = c.mapping(raw, "containers", ("static", "discovery", "refresh_interval"))
     static: list[StaticContainer] = []
     veids: dict[str, str] = {}
@@ -301,7 +309,8 @@ def _containers(c: _Checker, raw: Any) -> tuple[tuple[StaticContainer, ...], Opt
             else:
                 names.append(name)
         discovery = tuple(names)
-    return tuple(static), discovery
+    refresh = c.duration(section.get("refresh_interval"), "containers.refresh_interval", 60.0)
+    return tuple(static), discovery, refresh
 
 
 def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -394,12 +403,8 @@ def _state(c: _Checker, raw: Any) -> StateConfig:
     file = default.file
     if section.get("file") is not None:
         file = c.string(section["file"], "state.file") or file
-    poll = default.poll_interval
-    if section.get("poll_interval") is not None:
-        poll = c.convert(section["poll_interval"], "state.poll_interval", parse_duration) or poll
-    retention = default.retention
-    if section.get("retention") is not None:
-        retention = c.convert(section["retention"], "state.retention", parse_duration) or retention
+    poll = c.duration(section.get("poll_interval"), "state.poll_interval", default.poll_interval)
+    retention = c.duration(section.get("retention"), "state.retention", default.retention)
     return StateConfig(file=file, poll_interval=poll, retention=retention)
 
 
@@ -454,14 +459,7 @@ def validate(data: Any, source: str) -> Config:
     """Turn parsed YAML into a Config or raise ConfigError listing every problem."""
     c = _Checker()
     top = c.mapping(data, "", TOP_LEVEL)
-    static, discovery = _containers(c, top.get("containers"))
-    refresh = 60.0
-    containers = top.get("containers")
-    if isinstance(containers, dict) and containers.get("refresh_interval") is not None:
-        refresh = (
-            c.convert(containers["refresh_interval"], "containers.refresh_interval", parse_duration)
-            or refresh
-        )
+    static, discovery, refresh = _containers(c, top.get("containers"))
     classes_file = None
     if top.get("networks_classes_file") is not None:
         classes_file = c.string(top["networks_classes_file"], "networks_classes_file")

@@ -24,7 +24,7 @@ from .discovery.classes import ClassTable
 from .netfilter import xtables
 from .rules.iptables import IptablesRules
 from .runner import CommandError, Runner
-from .sources import ContainerReading
+from .sources import ContainerReading, KernelSource
 from .sources.interfaces import InterfacesSource
 from .sources.iptables import IptablesSource
 from .sources.nft_counters import NftCountersSource
@@ -135,14 +135,12 @@ class Exporter:
         self.keep_rules = keep_rules and config.netfilter.manage_rules
         self.discovery = discovery.build(config, runner, procfs)
         self.kernel_sources = self._kernel_sources(procfs)
-        self.interfaces: Optional[InterfacesSource] = None
-        if self._enabled("interfaces", InterfacesSource(sysfs).available):
-            self.interfaces = InterfacesSource(sysfs)
+        interfaces = InterfacesSource(sysfs)
+        self.interfaces = interfaces if self._enabled("interfaces", interfaces.available) else None
         self.accumulator = Accumulator()
         self._found: dict[str, Sequence[Container]] = {}
         self._discovered_at: Optional[float] = None
-        self._ip_series: dict[SeriesKey, None] = {}
-        self._series: dict[str, dict[SeriesKey, None]] = {}
+        self._series: dict[str, dict[SeriesKey, None]] = {}  # source -> series of its last good read
         self._discovery_status: dict[str, SourceStatus] = {}
         self._xtables: Optional[xtables.Xtables] = None
         self._lock = threading.Lock()
@@ -157,8 +155,8 @@ class Exporter:
             return found
         return bool(setting)
 
-    def _kernel_sources(self, procfs: str) -> list[VenetstatSource | VznetstatSource | NftCountersSource]:
-        candidates = (
+    def _kernel_sources(self, procfs: str) -> list[KernelSource]:
+        candidates: tuple[KernelSource, ...] = (
             VenetstatSource(procfs),
             NftCountersSource(self.runner),
             VznetstatSource(self.runner),
@@ -239,7 +237,7 @@ class Exporter:
         if self.interfaces is not None:
             timed.run("interfaces", lambda: self._read_interfaces(inventory))
         series = []
-        for key in self._ip_series:
+        for key in self._series.get("iptables", {}):
             packets, nbytes = self.accumulator.total(key)
             _, veid, ip, klass, direction = key
             series.append(IpSeries(veid, ip, int(klass), direction, packets, nbytes))
@@ -258,31 +256,44 @@ class Exporter:
             resets=tuple(sorted(self.accumulator.resets.items())),
         )
 
-    def _read_kernel(
-        self, source: VenetstatSource | VznetstatSource | NftCountersSource, inventory: Inventory
-    ) -> None:
+    def _read_kernel(self, source: KernelSource, inventory: Inventory) -> None:
         readings: list[ContainerReading] = source.read()
-        observations = []
-        keys: dict[SeriesKey, None] = {}
-        for r in readings:
-            veid = inventory.ctid_of(r.kernel_id)
-            key = (CONTAINER_SERIES, source.name, veid, str(r.klass), r.direction, r.family)
-            keys[key] = None
-            packets = r.packets if r.packets is not None else 0
-            observations.append(Observation(r.counter, key, packets, r.bytes, r.packet_bits))
-        self.accumulator.update(source.name, observations)
-        self._series[source.name] = keys
+        self._account(
+            source.name,
+            [
+                Observation(
+                    r.counter,
+                    (
+                        CONTAINER_SERIES,
+                        source.name,
+                        inventory.ctid_of(r.kernel_id),
+                        str(r.klass),
+                        r.direction,
+                        r.family,
+                    ),
+                    r.packets if r.packets is not None else 0,
+                    r.bytes,
+                    r.packet_bits,
+                )
+                for r in readings
+            ],
+        )
 
     def _read_interfaces(self, inventory: Inventory) -> None:
         assert self.interfaces is not None
-        observations = []
-        keys: dict[SeriesKey, None] = {}
-        for veid, r in self.interfaces.read(inventory.interface_owners()):
-            key = (INTERFACE_SERIES, veid, r.interface, r.direction)
-            keys[key] = None
-            observations.append(Observation(r.counter, key, r.packets, r.bytes))
-        self.accumulator.update("interfaces", observations)
-        self._series["interfaces"] = keys
+        readings = self.interfaces.read(inventory.interface_owners)
+        self._account(
+            "interfaces",
+            [
+                Observation(r.counter, (INTERFACE_SERIES, veid, r.interface, r.direction), r.packets, r.bytes)
+                for veid, r in readings
+            ],
+        )
+
+    def _account(self, source: str, observations: list[Observation]) -> None:
+        """Add one complete read of a source and remember which series it showed."""
+        self.accumulator.update(source, observations)
+        self._series[source] = {obs.series: None for obs in observations if obs.series is not None}
 
     def _container_series(self) -> tuple[ContainerSeries, ...]:
         """One series per (veid, class, direction, family) from the best source (KERNEL_SOURCES).
@@ -320,16 +331,13 @@ class Exporter:
             log.info("iptables: accounting rules were missing or stale; %d changes applied", changes)
             read = source.read()
         observations = []
-        keys: dict[SeriesKey, None] = {}
         for r in read.readings:
             veid = inventory.owners.get(r.ip)
-            key: Optional[SeriesKey] = None
-            if veid is not None:
-                key = (IP_SERIES, veid, r.ip, str(r.klass), r.direction)
-                keys[key] = None
+            # An address nobody owns now is still tracked, so that a later owner
+            # gets only what it counts from then on.
+            key = None if veid is None else (IP_SERIES, veid, r.ip, str(r.klass), r.direction)
             observations.append(Observation(r.counter, key, r.packets, r.bytes))
-        self.accumulator.update("iptables", observations)
-        self._ip_series = keys
+        self._account("iptables", observations)
 
 
 def _missing(why: str) -> Callable[[], None]:

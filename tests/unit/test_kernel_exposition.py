@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import FIXTURES, ReplayRunner, fixture_text
-from tests.unit.test_exposition import GOLDEN, normalised, samples
+from tests.unit.test_exposition import matches_golden, samples
 from vz_traffic_exporter import cli
 from vz_traffic_exporter.config import load
 from vz_traffic_exporter.exporter import Exporter
@@ -44,11 +44,7 @@ def kernel_dump(capsys: pytest.CaptureFixture[str], runner: ReplayRunner) -> str
 
 
 def test_every_kernel_source_golden(capsys: pytest.CaptureFixture[str]) -> None:
-    text = normalised(kernel_dump(capsys, kernel_runner()))
-    golden = GOLDEN / "dump-kernel.prom"
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(text)
-    assert text == golden.read_text()
+    assert matches_golden(kernel_dump(capsys, kernel_runner()), "dump-kernel.prom")
 
 
 def test_kernel_values_and_source_priority(capsys: pytest.CaptureFixture[str]) -> None:

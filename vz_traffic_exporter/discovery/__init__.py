@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -67,16 +68,22 @@ class Inventory:
     def ips(self) -> list[str]:
         return list(self.owners)
 
+    @cached_property
+    def _ctid_by_kernel_veid(self) -> dict[str, str]:
+        by_veid: dict[str, str] = {}
+        for ctid in self.containers:
+            number = kernel_veid(ctid)
+            if number is not None:
+                by_veid.setdefault(str(number), ctid)
+        return by_veid
+
     def ctid_of(self, kernel_id: str) -> str:
         """The CTID for an id the kernel prints (a VEID number or a CTID)."""
-        if kernel_id in self.containers or not kernel_id.isdigit():
+        if kernel_id in self.containers:
             return kernel_id
-        number = int(kernel_id)
-        for ctid in self.containers:
-            if kernel_veid(ctid) == number:
-                return ctid
-        return kernel_id
+        return self._ctid_by_kernel_veid.get(kernel_id, kernel_id)
 
+    @cached_property
     def interface_owners(self) -> dict[str, str]:
         return {name: ct.veid for ct in self.containers.values() for name in ct.interfaces}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -47,3 +48,15 @@ class InterfaceReading:
     direction: str
     packets: int
     bytes: int
+
+
+class KernelSource(Protocol):
+    """A source of per-class container counters (venetstat, vznetstat, nft_counters)."""
+
+    name: str
+
+    def available(self) -> bool:
+        """Whether what it reads exists on this host (for ``auto``)."""
+        ...
+
+    def read(self) -> list[ContainerReading]: ...
