@@ -71,7 +71,7 @@ def _config(lab: Lab) -> Path:
         ],
         "netfilter": {"backend": "iptables", "manage_rules": True, "host_traffic": True},
         "kernel": {"nft_counters": True, "interfaces": True},
-        "state": {"poll_interval": "5s"},
+        "state": {"poll_interval": "5s", "file": str(STATE / "state.json")},
     }
     path.write_text("# written by make demo\n" + yaml.safe_dump(data, sort_keys=False))
     return path

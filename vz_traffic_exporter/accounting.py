@@ -8,6 +8,10 @@ the growth of every raw counter to the series that owns it now:
 - a value below the last one: the kernel counter was reset (rules re-created,
   ``iptables -Z``, reboot); the new value is what was counted since, so it is
   added whole and the reset is counted;
+- a new *epoch*: the source stamps each incarnation of a counter (a chain
+  re-created, a table zeroed), so a reset is seen even when the new value is
+  already above the old one;
+- a new boot (:meth:`boot`): every kernel counter started again from zero;
 - a narrow packet counter (32 bits in vznetstat) below its last value while
   the bytes grew has wrapped, not reset;
 - a counter we created ourselves starts at zero (:meth:`started`), so all of
@@ -16,19 +20,23 @@ the growth of every raw counter to the series that owns it now:
   is new.
 
 Totals never decrease.  An address that moves to another container keeps its
-kernel counter; its growth from then on goes to the new owner's series.
+kernel counter; its growth from then on goes to the new owner's series, and
+the old owner's series keeps its total.  A series is kept while it is seen,
+and for ``retention`` seconds after (:meth:`expire`).
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 SeriesKey = tuple[str, ...]
+Epoch = Optional[int]
 
 
 @dataclass(frozen=True)
@@ -38,16 +46,26 @@ class Observation:
     packets: int
     bytes: int
     packet_bits: Optional[int] = None  # the packet counter wraps at 2**packet_bits
+    epoch: Epoch = None  # the counter's incarnation, when the source can tell
+
+
+@dataclass
+class _Total:
+    packets: int
+    bytes: int
+    seen: float  # wall-clock time of the last read that showed the series
 
 
 class Accumulator:
-    def __init__(self) -> None:
-        self._last: dict[tuple[str, Hashable], tuple[int, int]] = {}
-        self._totals: dict[SeriesKey, tuple[int, int]] = {}
+    def __init__(self, boot_id: Optional[str] = None) -> None:
+        self._last: dict[tuple[str, Hashable], tuple[int, int, Epoch]] = {}
+        self._totals: dict[SeriesKey, _Total] = {}
         self.resets: Counter[str] = Counter()
+        self.boot_id = boot_id
 
-    def update(self, source: str, observations: Iterable[Observation]) -> None:
+    def update(self, source: str, observations: Iterable[Observation], now: Optional[float] = None) -> None:
         """Add one complete read of a source."""
+        now = time.time() if now is None else now
         seen = set()
         for obs in observations:
             key = (source, obs.counter)
@@ -55,6 +73,9 @@ class Accumulator:
             last = self._last.get(key)
             if last is None:
                 grew = (obs.packets, obs.bytes)
+            elif last[2] is not None and obs.epoch is not None and last[2] != obs.epoch:
+                grew = (obs.packets, obs.bytes)  # a new incarnation of the counter
+                self.resets[source] += 1
             elif obs.packets < last[0] and obs.bytes > last[1] and obs.packet_bits:
                 # Bytes grew but a narrow packet counter went down: it wrapped.
                 grew = (obs.packets + (1 << obs.packet_bits) - last[0], obs.bytes - last[1])
@@ -63,20 +84,59 @@ class Accumulator:
                 self.resets[source] += 1
             else:
                 grew = (obs.packets - last[0], obs.bytes - last[1])
-            self._last[key] = (obs.packets, obs.bytes)
+            self._last[key] = (obs.packets, obs.bytes, obs.epoch if obs.epoch is not None else _epoch(last))
             if obs.series is not None:
-                packets, nbytes = self._totals.get(obs.series, (0, 0))
-                self._totals[obs.series] = (packets + grew[0], nbytes + grew[1])
+                total = self._totals.get(obs.series)
+                if total is None:
+                    self._totals[obs.series] = _Total(grew[0], grew[1], now)
+                else:
+                    total.packets += grew[0]
+                    total.bytes += grew[1]
+                    total.seen = now
         for key in [k for k in self._last if k[0] == source and k not in seen]:
             del self._last[key]
 
-    def started(self, source: str, counter: Hashable) -> None:
+    def started(self, source: str, counter: Hashable, epoch: Epoch = None) -> None:
         """A counter we have just created: it starts from zero."""
-        self._last[(source, counter)] = (0, 0)
+        if (source, counter) in self._last:
+            self.resets[source] += 1  # it replaces one we were reading
+        self._last[(source, counter)] = (0, 0, epoch)
+
+    def restamped(self, source: str, counter: Hashable, epoch: Epoch) -> None:
+        """We gave a counter a new epoch without resetting it: not a reset."""
+        last = self._last.get((source, counter))
+        if last is not None:
+            self._last[(source, counter)] = (last[0], last[1], epoch)
+
+    def boot(self, boot_id: Optional[str]) -> int:
+        """Declare the kernel's boot id; a new boot resets every counter.  Returns resets absorbed."""
+        if boot_id is None or boot_id == self.boot_id:
+            return 0
+        absorbed = 0
+        if self.boot_id is not None:
+            for source, _ in self._last:
+                self.resets[source] += 1
+                absorbed += 1
+            self._last.clear()
+        self.boot_id = boot_id
+        return absorbed
+
+    def expire(self, retention: float, now: Optional[float] = None) -> int:
+        """Drop the series not seen for longer than retention; returns how many."""
+        now = time.time() if now is None else now
+        gone = [series for series, total in self._totals.items() if now - total.seen > retention]
+        for series in gone:
+            del self._totals[series]
+        return len(gone)
 
     def total(self, series: SeriesKey) -> tuple[int, int]:
         """(packets, bytes) accumulated for a series."""
-        return self._totals.get(series, (0, 0))
+        total = self._totals.get(series)
+        return (0, 0) if total is None else (total.packets, total.bytes)
+
+    def series(self, kind: str) -> Iterator[SeriesKey]:
+        """Every retained series whose key starts with kind."""
+        return (key for key in self._totals if key[0] == kind)
 
     # -- persistence ---------------------------------------------------------
 
@@ -84,10 +144,12 @@ class Accumulator:
         """A JSON-ready, versioned copy of everything the accumulator knows."""
         return {
             "version": STATE_VERSION,
-            "last": [
-                [source, list(_as_tuple(counter)), p, b] for (source, counter), (p, b) in self._last.items()
+            "boot_id": self.boot_id,
+            "counters": [
+                [source, _jsonable(counter), p, b, epoch]
+                for (source, counter), (p, b, epoch) in self._last.items()
             ],
-            "totals": [[list(series), p, b] for series, (p, b) in self._totals.items()],
+            "series": [[list(series), t.packets, t.bytes, t.seen] for series, t in self._totals.items()],
             "resets": dict(self.resets),
         }
 
@@ -95,18 +157,44 @@ class Accumulator:
     def from_state(cls, state: dict[str, Any]) -> Accumulator:
         """The accumulator saved by :meth:`to_state` (ValueError if it is not one)."""
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise ValueError(f"not a version {STATE_VERSION} accumulator state")
-        acc = cls()
+            version = state.get("version") if isinstance(state, dict) else None
+            raise ValueError(f"state format version {version!r}, this exporter reads version {STATE_VERSION}")
         try:
-            for source, counter, packets, nbytes in state["last"]:
-                acc._last[(str(source), tuple(counter))] = (int(packets), int(nbytes))
-            for series, packets, nbytes in state["totals"]:
-                acc._totals[tuple(str(part) for part in series)] = (int(packets), int(nbytes))
-            acc.resets.update({str(k): int(v) for k, v in state["resets"].items()})
+            boot_id = state["boot_id"]
+            acc = cls(None if boot_id is None else str(boot_id))
+            for source, counter, packets, nbytes, epoch in state["counters"]:
+                acc._last[(str(source), _as_key(counter))] = (
+                    _count(packets),
+                    _count(nbytes),
+                    None if epoch is None else int(epoch),
+                )
+            for series, packets, nbytes, seen in state["series"]:
+                acc._totals[tuple(str(part) for part in series)] = _Total(
+                    _count(packets), _count(nbytes), float(seen)
+                )
+            acc.resets.update({str(k): _count(v) for k, v in state["resets"].items()})
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise ValueError(f"malformed accumulator state: {err}") from None
+            raise ValueError(f"malformed state: {err!r}") from None
         return acc
 
 
-def _as_tuple(counter: Hashable) -> tuple[Any, ...]:
-    return counter if isinstance(counter, tuple) else (counter,)
+def _epoch(last: Optional[tuple[int, int, Epoch]]) -> Epoch:
+    return None if last is None else last[2]
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a counter value")
+    return value
+
+
+def _jsonable(counter: Hashable) -> Any:
+    return [_jsonable(part) for part in counter] if isinstance(counter, tuple) else counter
+
+
+def _as_key(value: Any) -> Hashable:
+    if isinstance(value, list):
+        return tuple(_as_key(part) for part in value)
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"{value!r} is not part of a counter identity")

@@ -23,6 +23,7 @@ from .config import Config, ConfigError, load
 from .exporter import Exporter
 from .exposition import collector, http
 from .runner import CommandError, Runner, SystemRunner
+from .state import StateFile
 
 log = logging.getLogger("vz_traffic_exporter")
 
@@ -141,7 +142,9 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
         print(f"{config.source}: configuration is valid")
         return 0
     if command == ("dump",):
-        exporter = Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs)
+        # Totals continue from the state file, which dump reads but never writes.
+        state = StateFile(config.state.file)
+        exporter = Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs, state=state)
         sys.stdout.write(generate_latest(collector.registry(exporter.poll)).decode())
         return 0
     if command[0] == "rules":
@@ -184,7 +187,15 @@ def _serve(args: argparse.Namespace, config: Config, runner: Runner) -> int:
         print("--web.telemetry-path must start with / and not be /", file=sys.stderr)
         return 2
 
-    exporter = Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs, keep_rules=True)
+    exporter = Exporter(
+        config,
+        runner,
+        procfs=args.procfs,
+        sysfs=args.sysfs,
+        keep_rules=True,
+        state=StateFile(config.state.file),
+        save_state=True,
+    )
     if exporter.keep_rules and exporter.backend_name():
         try:
             log.info("accounting rules in sync (%d changes)", exporter.sync_rules())
@@ -206,10 +217,12 @@ def _serve(args: argparse.Namespace, config: Config, runner: Runner) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Background reads catch resets and save the state even when nobody scrapes.
     while not stop.wait(config.state.poll_interval):
         exporter.poll()
     for server in servers:
         server.shutdown()
         server.server_close()
-    exporter.poll()
+    exporter.poll()  # one final read, saved
+    log.info("final read done, exiting")
     return 0

@@ -4,7 +4,8 @@
 wrapper and returns an immutable :class:`Snapshot` for the exposition layer.
 Reads are serialised by one lock, and a caller that waited while another read
 ran gets that read's snapshot: concurrent scrapes never read the kernel twice
-at once.
+at once.  With a state file, every read ends with a save, and the exporter
+starts from what the last one saved.
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from . import discovery
-from .accounting import Accumulator, Observation, SeriesKey
+from .accounting import Accumulator, Observation
 from .config import Config
 from .discovery import Container, Inventory
 from .discovery.classes import ClassTable
 from .netfilter import xtables
+from .netfilter.layout import counting_chain
 from .rules.iptables import IptablesRules
 from .runner import CommandError, Runner
-from .sources import ContainerReading, KernelSource
+from .sources import ContainerReading, IpReading, KernelSource
 from .sources.interfaces import InterfacesSource
 from .sources.iptables import IptablesSource
 from .sources.nft_counters import NftCountersSource
 from .sources.venetstat import VenetstatSource
 from .sources.vznetstat import VznetstatSource
+from .state import StateFile, read_boot_id
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +131,13 @@ class Exporter:
         procfs: str = "/proc",
         sysfs: str = "/sys",
         keep_rules: bool = False,
+        state: Optional[StateFile] = None,
+        save_state: bool = False,
     ) -> None:
-        """keep_rules: re-install our rules whenever a read finds them missing or stale."""
+        """keep_rules: re-install our rules whenever a read finds them missing or stale.
+
+        state: start from this state file; save_state: write it after every read.
+        """
         self.config = config
         self.runner = runner
         self.keep_rules = keep_rules and config.netfilter.manage_rules
@@ -137,10 +145,15 @@ class Exporter:
         self.kernel_sources = self._kernel_sources(procfs)
         interfaces = InterfacesSource(sysfs)
         self.interfaces = interfaces if self._enabled("interfaces", interfaces.available) else None
-        self.accumulator = Accumulator()
+        self.accumulator = (state.load() if state else None) or Accumulator()
+        absorbed = self.accumulator.boot(read_boot_id(procfs))
+        if absorbed:
+            log.info("new boot since the state was saved: %d kernel counters start again from zero", absorbed)
+        self.state = state if save_state else None
+        self._save_failed = False
         self._found: dict[str, Sequence[Container]] = {}
         self._discovered_at: Optional[float] = None
-        self._series: dict[str, dict[SeriesKey, None]] = {}  # source -> series of its last good read
+        self._iptables_readings: list[IpReading] = []  # the last iptables read accounted
         self._discovery_status: dict[str, SourceStatus] = {}
         self._xtables: Optional[xtables.Xtables] = None
         self._lock = threading.Lock()
@@ -187,8 +200,15 @@ class Exporter:
             inventory = self.discover_once()
         nf = self.config.netfilter
         result = self.rules().sync(inventory.ips(), self.config.classes, nf.host_traffic)
+        stamps = {(family, chain): stamp for family, chain, stamp in result.epochs}
+        # Readings of chains stamped again after a zeroing keep counting from where they are.
+        for r in self._iptables_readings:
+            stamp = stamps.get((_family_of(r.ip), counting_chain(r.direction, r.klass)))
+            if stamp is not None:
+                self.accumulator.restamped("iptables", r.counter, stamp)
         for direction, klass, ip in result.created:
-            self.accumulator.started("iptables", ("managed", direction, klass, ip))
+            stamp = stamps.get((_family_of(ip), counting_chain(direction, klass)))
+            self.accumulator.started("iptables", ("managed", direction, klass, ip), stamp)
         return result.changes
 
     # -- reading ------------------------------------------------------------
@@ -236,16 +256,18 @@ class Exporter:
             timed.run(source.name, lambda source=source: self._read_kernel(source, inventory))  # type: ignore[misc]
         if self.interfaces is not None:
             timed.run("interfaces", lambda: self._read_interfaces(inventory))
+        self.accumulator.expire(self.config.state.retention)
         series = []
-        for key in self._series.get("iptables", {}):
+        for key in sorted(self.accumulator.series(IP_SERIES)):
             packets, nbytes = self.accumulator.total(key)
             _, veid, ip, klass, direction = key
             series.append(IpSeries(veid, ip, int(klass), direction, packets, nbytes))
         interfaces = []
-        for key in self._series.get("interfaces", {}):
+        for key in sorted(self.accumulator.series(INTERFACE_SERIES)):
             packets, nbytes = self.accumulator.total(key)
             _, veid, name, direction = key
             interfaces.append(InterfaceSeries(veid, name, direction, packets, nbytes))
+        self.save()
         return Snapshot(
             inventory=inventory,
             classes=self.config.classes,
@@ -255,6 +277,21 @@ class Exporter:
             statuses=tuple(timed.statuses),
             resets=tuple(sorted(self.accumulator.resets.items())),
         )
+
+    def save(self) -> None:
+        """Write the state file (when this exporter keeps one); failures are logged, not raised."""
+        if self.state is None:
+            return
+        try:
+            self.state.save(self.accumulator)
+        except OSError as err:
+            if not self._save_failed:
+                log.error("cannot write the state file %s: %s (totals kept in memory)", self.state.path, err)
+            self._save_failed = True
+            return
+        if self._save_failed:
+            log.info("state file %s written again", self.state.path)
+        self._save_failed = False
 
     def _read_kernel(self, source: KernelSource, inventory: Inventory) -> None:
         readings: list[ContainerReading] = source.read()
@@ -291,9 +328,8 @@ class Exporter:
         )
 
     def _account(self, source: str, observations: list[Observation]) -> None:
-        """Add one complete read of a source and remember which series it showed."""
+        """Add one complete read of a source."""
         self.accumulator.update(source, observations)
-        self._series[source] = {obs.series: None for obs in observations if obs.series is not None}
 
     def _container_series(self) -> tuple[ContainerSeries, ...]:
         """One series per (veid, class, direction, family) from the best source (KERNEL_SOURCES).
@@ -301,12 +337,11 @@ class Exporter:
         Classes that are not configured are shown only once they counted something.
         """
         found: dict[tuple[str, ...], dict[str, tuple[int, int]]] = {}
-        for name in KERNEL_SOURCES:
-            for key in self._series.get(name, {}):
-                found.setdefault(key[2:], {})[name] = self.accumulator.total(key)
+        for key in self.accumulator.series(CONTAINER_SERIES):
+            found.setdefault(key[2:], {})[key[1]] = self.accumulator.total(key)
         configured = {str(i) for i in self.config.classes.ids()}
         out = []
-        for (veid, klass, direction, family), by_source in found.items():
+        for (veid, klass, direction, family), by_source in sorted(found.items()):
             packets: Optional[int]
             if "nft_counters" in by_source:
                 packets, nbytes = by_source["nft_counters"]
@@ -324,20 +359,30 @@ class Exporter:
         rules = self.rules()
         source = IptablesSource(self.runner, adopted=not nf.manage_rules)
         read = source.read()
+        # Account what the rules hold before any change: a rule the sync deletes
+        # keeps what it counted up to this read.
+        self._account_iptables(read.readings, inventory)
         if self.keep_rules and not rules.in_sync(
             read.tables, inventory.ips(), self.config.classes, nf.host_traffic
         ):
             changes = self.sync_rules(inventory)
-            log.info("iptables: accounting rules were missing or stale; %d changes applied", changes)
-            read = source.read()
+            log.info("iptables: accounting rules were missing, stale or zeroed; %d changes applied", changes)
+            self._account_iptables(source.read().readings, inventory)
+
+    def _account_iptables(self, readings: list[IpReading], inventory: Inventory) -> None:
         observations = []
-        for r in read.readings:
+        for r in readings:
             veid = inventory.owners.get(r.ip)
             # An address nobody owns now is still tracked, so that a later owner
             # gets only what it counts from then on.
             key = None if veid is None else (IP_SERIES, veid, r.ip, str(r.klass), r.direction)
-            observations.append(Observation(r.counter, key, r.packets, r.bytes))
+            observations.append(Observation(r.counter, key, r.packets, r.bytes, epoch=r.epoch))
         self._account("iptables", observations)
+        self._iptables_readings = readings
+
+
+def _family_of(ip: str) -> str:
+    return "ipv6" if ":" in ip else "ipv4"
 
 
 def _missing(why: str) -> Callable[[], None]:

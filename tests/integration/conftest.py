@@ -97,12 +97,17 @@ class NodeLab(Lab):
                 {"id": 1, "name": "peering", "networks": CLASS_NETWORKS[1]},
                 {"id": 0, "name": "local", "networks": CLASS_NETWORKS[0]},
             ],
-            "state": {"poll_interval": "1s"},
+            "state": {"poll_interval": "1s", "file": str(self.state_file)},
         }
         data.update(sections)
         path = self.workdir / f"config-{next(_serial)}.yaml"
         path.write_text(yaml.safe_dump(data))
         return str(path)
+
+    @property
+    def state_file(self) -> Path:
+        """The test's own state file (never the system's)."""
+        return self.workdir / "state.json"
 
     def exporter(self, config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.node_cmd(*EXPORTER, "--config", config, *args, check=check)

@@ -5,7 +5,7 @@ import ipaddress
 from tests.conftest import fixture_text
 from vz_traffic_exporter.discovery.classes import ClassTable, NetworkClass
 from vz_traffic_exporter.netfilter.iptables_save import SavedRule, SavedTable, parse_iptables_save
-from vz_traffic_exporter.rules.iptables import Op, desired, new_counting_rules, plan
+from vz_traffic_exporter.rules.iptables import Op, desired, new_counting_rules, new_epochs, plan
 
 N = ipaddress.ip_network
 CLASSES = ClassTable.build(
@@ -31,7 +31,7 @@ def applied(table: SavedTable, ops: list[Op]) -> SavedTable:
             assert not any(r.spec.endswith(f" {op.chain}") for r in rules), op
             del policies[op.chain]
         elif op.action == "append":
-            rules.append(SavedRule(op.chain, op.spec))
+            rules.append(SavedRule(op.chain, op.spec, *(op.counters or (0, 0))))
         elif op.action == "insert":
             rules.insert(0, SavedRule(op.chain, op.spec))
         elif op.action == "delete":
@@ -84,7 +84,7 @@ def test_sync_from_scratch_then_idempotent_and_foreign_rules_untouched() -> None
 def test_adding_a_container_only_appends_its_rules() -> None:
     want = desired("ipv4", IPS, CLASSES, True)
     before = applied(SavedTable("filter", {"FORWARD": "ACCEPT"}), plan(SavedTable("filter"), want))
-    ops = plan(before, desired("ipv4", [*IPS, "192.0.2.13"], CLASSES, True))
+    ops = plan(before, desired("ipv4", [*IPS, "192.0.2.13"], CLASSES, True), stamp=7)
     assert {op.action for op in ops} == {"append"}
     assert sorted((op.chain, op.spec) for op in ops) == [
         ("VZTRAFFIC-IN-0", "-d 192.0.2.13/32 -j RETURN"),
@@ -119,3 +119,29 @@ def test_duplicate_jumps_and_stale_rules_are_repaired() -> None:
         "-D VZTRAFFIC-OUT-1 -s 192.0.2.99/32 -j RETURN",
     ]
     assert "192.0.2.99" not in save_text(applied(table, ops))
+
+
+def test_new_counting_chains_get_an_epoch_stamp() -> None:
+    want = desired("ipv4", IPS, CLASSES, True)
+    ops = plan(SavedTable("filter", {"FORWARD": "ACCEPT"}), want, stamp=1234)
+    assert new_epochs(ops) == {
+        "VZTRAFFIC-IN-0": 1234,
+        "VZTRAFFIC-IN-1": 1234,
+        "VZTRAFFIC-OUT-0": 1234,
+        "VZTRAFFIC-OUT-1": 1234,
+    }
+    assert "[0:1234] -A VZTRAFFIC-EPOCH -m comment --comment VZTRAFFIC-OUT-1 -j RETURN" in [
+        op.restore_line() for op in ops
+    ]
+
+
+def test_a_zeroed_epoch_is_stamped_again_and_nothing_else_changes() -> None:
+    want = desired("ipv4", IPS, CLASSES, True)
+    table = applied(SavedTable("filter", {"FORWARD": "ACCEPT"}), plan(SavedTable("filter"), want, stamp=5))
+    zeroed = [SavedRule(r.chain, r.spec) for r in table.rules]  # iptables -Z: every counter is 0
+    ops = plan(SavedTable("filter", table.policies, zeroed), want, stamp=6)
+    assert {op.chain for op in ops} == {"VZTRAFFIC-EPOCH"}
+    assert new_epochs(ops) == dict.fromkeys(
+        ("VZTRAFFIC-IN-0", "VZTRAFFIC-IN-1", "VZTRAFFIC-OUT-0", "VZTRAFFIC-OUT-1"), 6
+    )
+    assert plan(applied(SavedTable("filter", table.policies, zeroed), ops), want, stamp=7) == []

@@ -25,6 +25,9 @@ HOOKS = ("FORWARD", "INPUT", "OUTPUT")
 DIRECTIONS = ("in", "out")
 
 
+EPOCH_CHAIN = f"{PREFIX}EPOCH"
+
+
 def entry_chain(hook: str) -> str:
     return f"{PREFIX}{hook}"
 
@@ -68,6 +71,19 @@ def parse_counting_spec(direction: str, spec: str) -> Optional[str]:
     if m.group(3) is not None and int(m.group(3)) != addr.max_prefixlen:
         return None
     return str(addr)
+
+
+def epoch_spec(chain: str) -> str:
+    return f"-m comment --comment {chain} -j RETURN"
+
+
+_EPOCH_SPEC = re.compile(rf"^-m comment --comment ({PREFIX}\S+) -j RETURN$")
+
+
+def parse_epoch_spec(spec: str) -> Optional[str]:
+    """The counting chain an epoch rule stands for, or None if it is not one."""
+    m = _EPOCH_SPEC.match(spec)
+    return m.group(1) if m and parse_counting_chain(m.group(1)) else None
 
 
 def is_ours(chain: str) -> bool:

@@ -9,7 +9,9 @@ operations; a writer applies the list as one transaction:
   whose iptables is the legacy one (python-iptables cannot see nf_tables).
 
 Counting rules are diffed, never flushed, so a re-sync keeps the counters of
-every unchanged rule; an empty plan touches nothing.  Only chains named
+every unchanged rule; an empty plan touches nothing.  Each counting chain has
+an epoch rule (see :mod:`..netfilter.layout`) stamped when it is created and
+stamped again when a read finds it zeroed.  Only chains named
 ``VZTRAFFIC-*`` and the jumps to them are ever written.
 """
 
@@ -20,6 +22,7 @@ import ipaddress
 import logging
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -70,6 +73,8 @@ def desired(family: str, ips: Iterable[str], classes: ClassTable, host_traffic: 
         for klass in classes.ids():
             specs = tuple(layout.counting_spec(direction, ip) for ip in mine)
             chains.append((layout.counting_chain(direction, klass), specs))
+    counting = [name for name, _ in chains if _is_counting(name)]
+    chains.append((layout.EPOCH_CHAIN, tuple(layout.epoch_spec(name) for name in counting)))
     entries = {
         "FORWARD": ("out", "in"),
         "INPUT": ("out",) if host_traffic else (),
@@ -94,24 +99,34 @@ class Op:
     action: str
     chain: str
     spec: str = ""
+    counters: Optional[tuple[int, int]] = None  # (packets, bytes) of an appended rule
 
     def restore_line(self) -> str:
-        return {
-            "new": f":{self.chain} - [0:0]",
-            "flush": f"-F {self.chain}",
-            "delete_chain": f"-X {self.chain}",
-            "append": f"-A {self.chain} {self.spec}",
-            "insert": f"-I {self.chain} 1 {self.spec}",
-            "delete": f"-D {self.chain} {self.spec}",
-        }[self.action]
+        prefix = f"[{self.counters[0]}:{self.counters[1]}] " if self.counters else ""
+        return (
+            prefix
+            + {
+                "new": f":{self.chain} - [0:0]",
+                "flush": f"-F {self.chain}",
+                "delete_chain": f"-X {self.chain}",
+                "append": f"-A {self.chain} {self.spec}",
+                "insert": f"-I {self.chain} 1 {self.spec}",
+                "delete": f"-D {self.chain} {self.spec}",
+            }[self.action]
+        )
 
 
 def _is_counting(chain: str) -> bool:
     return layout.parse_counting_chain(chain) is not None
 
 
-def plan(current: SavedTable, want: Optional[Ruleset]) -> list[Op]:
-    """Operations that turn current into want (want None: remove everything of ours)."""
+def plan(current: SavedTable, want: Optional[Ruleset], stamp: Optional[int] = None) -> list[Op]:
+    """Operations that turn current into want (want None: remove everything of ours).
+
+    current must carry counters: an epoch rule that reads zero is stamped
+    again, and new epoch rules get the stamp (default: the time in ns).
+    """
+    stamp = time.time_ns() if stamp is None else stamp
     wanted = want.chain_map() if want else {}
     ours = [c for c in current.policies if layout.is_ours(c)]
     ops: list[Op] = [Op("new", chain) for chain in wanted if chain not in current.policies]
@@ -122,6 +137,10 @@ def plan(current: SavedTable, want: Optional[Ruleset]) -> list[Op]:
             # and every other rule keeps its counters.
             ops += [Op("delete", chain, s) for s in _surplus(have, specs)]
             ops += [Op("append", chain, s) for s in _surplus(specs, have)]
+        elif chain == layout.EPOCH_CHAIN:
+            zeroed = [r.spec for r in current.chain_rules(chain) if r.bytes == 0 and r.spec in specs]
+            ops += [Op("delete", chain, s) for s in _surplus(have, specs) + zeroed]
+            ops += [Op("append", chain, s, (0, stamp)) for s in _surplus(specs, have) + zeroed]
         elif have != list(specs):
             ops.append(Op("flush", chain))
             ops += [Op("append", chain, s) for s in specs]
@@ -167,6 +186,17 @@ def new_counting_rules(ops: Sequence[Op]) -> list[tuple[str, int, str]]:
     return created
 
 
+def new_epochs(ops: Sequence[Op]) -> dict[str, int]:
+    """Counting chain -> the epoch a plan stamps on it."""
+    return {
+        chain: op.counters[1]
+        for op in ops
+        if op.action == "append" and op.chain == layout.EPOCH_CHAIN and op.counters
+        for chain in [layout.parse_epoch_spec(op.spec)]
+        if chain
+    }
+
+
 # --- writers --------------------------------------------------------------
 
 
@@ -180,7 +210,10 @@ class RestoreWriter:
 
     def apply(self, family: str, ops: Sequence[Op]) -> None:
         text = "\n".join([f"*{FILTER}", *(op.restore_line() for op in ops), "COMMIT", ""])
-        self.runner.run([Xtables.program(family, "restore"), "-w", "5", "--noflush"], stdin=text)
+        argv = [Xtables.program(family, "restore"), "-w", "5", "--noflush"]
+        if any(op.counters for op in ops):
+            argv.append("--counters")
+        self.runner.run(argv, stdin=text)
 
 
 _LIBIPTC_LOCK = threading.Lock()  # python-iptables is not thread-safe
@@ -220,7 +253,10 @@ class LibiptcWriter:
             if op.action == "flush":
                 chain.flush()
             elif op.action == "append":
-                chain.append_rule(_to_iptc(iptc, family, op.spec))
+                rule = _to_iptc(iptc, family, op.spec)
+                if op.counters:
+                    rule.counters = op.counters
+                chain.append_rule(rule)
             elif op.action == "insert":
                 chain.insert_rule(_to_iptc(iptc, family, op.spec))
             elif op.action == "delete":
@@ -252,12 +288,16 @@ class _xtables_lock:
 
 
 def _to_iptc(iptc: Any, family: str, spec: str) -> Any:
-    """An iptc rule for one of our own specs (-s/-d, then -j/-g)."""
+    """An iptc rule for one of our own specs (-s/-d, a comment, then -j/-g)."""
     rule = iptc.Rule() if family == "ipv4" else iptc.Rule6()
     words = spec.split()
     target, goto = "", False
     for flag, value in zip(words[::2], words[1::2]):
-        if flag == "-s":
+        if flag == "-m" and value == "comment":
+            continue
+        if flag == "--comment":
+            rule.create_match("comment").comment = value
+        elif flag == "-s":
             rule.src = value
         elif flag == "-d":
             rule.dst = value
@@ -270,12 +310,15 @@ def _to_iptc(iptc: Any, family: str, spec: str) -> Any:
 
 
 def _from_iptc(rule: Any) -> str:
-    """The iptables-save form of a rule with at most -s, -d, -j/-g."""
+    """The iptables-save form of a rule with at most -s, -d, a comment, -j/-g."""
     parts = []
     for flag, value in (("-s", rule.src), ("-d", rule.dst)):
         net = ipaddress.ip_network(_cidr(value), strict=False)
         if net.prefixlen:
             parts.append(f"{flag} {net}")
+    for match in rule.matches:
+        if match.name == "comment":
+            parts.append(f"-m comment --comment {match.comment}")
     if rule.target is not None and rule.target.name:
         parts.append(f"{'-g' if rule.target.goto else '-j'} {rule.target.name}")
     return " ".join(parts)
@@ -295,6 +338,7 @@ def _cidr(value: str) -> str:
 class SyncResult:
     changes: int
     created: tuple[tuple[str, int, str], ...]  # new counting rules (direction, class, ip)
+    epochs: tuple[tuple[str, str, int], ...] = ()  # (family, counting chain, stamp) set by this sync
 
 
 class IptablesRules:
@@ -308,12 +352,12 @@ class IptablesRules:
         self.writer = writer
 
     def current(self, family: str) -> SavedTable:
-        text = self.runner.run([Xtables.program(family, "save"), "-t", FILTER])
+        text = self.runner.run([Xtables.program(family, "save"), "-c", "-t", FILTER])
         return parse_iptables_save(text).get(FILTER, SavedTable(FILTER))
 
     def sync(self, ips: Iterable[str], classes: ClassTable, host_traffic: bool) -> SyncResult:
         ips = list(ips)
-        changes, created = 0, []
+        changes, created, epochs = 0, [], []
         for family in FAMILIES:
             want = desired(family, ips, classes, host_traffic)
             ops = plan(self.current(family), want)
@@ -322,7 +366,8 @@ class IptablesRules:
                 self.writer.apply(family, ops)
             changes += len(ops)
             created += new_counting_rules(ops)
-        return SyncResult(changes, tuple(created))
+            epochs += [(family, chain, stamp) for chain, stamp in new_epochs(ops).items()]
+        return SyncResult(changes, tuple(created), tuple(epochs))
 
     def in_sync(
         self, tables: dict[str, SavedTable], ips: Sequence[str], classes: ClassTable, host_traffic: bool

@@ -23,6 +23,7 @@ class IpReading:
     direction: str  # "in" = received by the container, "out" = sent by it
     packets: int
     bytes: int
+    epoch: int | None = None  # the incarnation of the rule's chain, when it is known
 
 
 @dataclass(frozen=True)

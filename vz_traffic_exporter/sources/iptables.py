@@ -28,7 +28,18 @@ from . import IpReading
 ADOPTED_CHAINS = ("FORWARD", "INPUT", "OUTPUT")
 
 
+def epochs(table: SavedTable) -> dict[str, int]:
+    """Counting chain -> the stamp its epoch rule holds (0: zeroed since stamped)."""
+    found = {}
+    for rule in table.chain_rules(layout.EPOCH_CHAIN):
+        chain = layout.parse_epoch_spec(rule.spec)
+        if chain:
+            found[chain] = rule.bytes
+    return found
+
+
 def managed_readings(table: SavedTable) -> list[IpReading]:
+    stamps = epochs(table)
     readings = []
     for rule in table.rules:
         parsed = layout.parse_counting_chain(rule.chain)
@@ -38,7 +49,8 @@ def managed_readings(table: SavedTable) -> list[IpReading]:
         ip = layout.parse_counting_spec(direction, rule.spec)
         if ip is not None:
             counter = ("managed", direction, klass, ip)
-            readings.append(IpReading(counter, ip, klass, direction, rule.packets, rule.bytes))
+            epoch = stamps.get(rule.chain)
+            readings.append(IpReading(counter, ip, klass, direction, rule.packets, rule.bytes, epoch))
     return readings
 
 
