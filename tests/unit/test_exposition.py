@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import FIXTURES, ReplayRunner, managed_runner
@@ -17,6 +19,7 @@ from vz_traffic_exporter.config import load
 from vz_traffic_exporter.exporter import Exporter
 from vz_traffic_exporter.exposition import collector, http
 from vz_traffic_exporter.runner import CommandError
+from vz_traffic_exporter.state import StateFile
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 LAB = str(FIXTURES / "lab.yaml")
@@ -207,3 +210,36 @@ def test_concurrent_scrapes_never_read_the_kernel_twice_at_once() -> None:
     assert most == 1
     reads = [argv for argv, _ in inner.calls if argv[0] == "iptables-save"]
     assert 1 <= len(reads) < 8  # waiting scrapes share the read that ran while they waited
+
+
+def test_dump_continues_from_the_state_file_and_never_writes_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    state = tmp_path / "state.json"
+    settings = yaml.safe_load((FIXTURES / "lab.yaml").read_text())
+    config.write_text(yaml.safe_dump({**settings, "state": {"file": str(state)}}))
+    argv = ["--config", str(config), f"--path.procfs={EMPTY_ROOT}", f"--path.sysfs={EMPTY_ROOT}", "dump"]
+    assert cli.main(argv, runner=managed_runner()) == 0
+    first = samples(capsys.readouterr().out)
+    assert not state.exists()
+
+    key = (
+        "vz_traffic_ip_bytes_total",
+        (("class", "1"), ("direction", "out"), ("ip", "192.0.2.11"), ("veid", "101")),
+    )
+    # A serving exporter read the same rules when they held 1000 bytes less.
+    runner = managed_runner()
+    runner.outputs[("iptables-save", "-c", "-t", "filter")] = str(
+        runner.outputs[("iptables-save", "-c", "-t", "filter")]
+    ).replace("[10:1280] -A VZTRAFFIC-OUT-1", "[2:280] -A VZTRAFFIC-OUT-1")
+    serving = Exporter(load(str(config)), runner, procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT)
+    serving.state = StateFile(str(state))
+    serving.poll()
+    saved = json.loads(state.read_text())
+    assert saved["version"] == 2
+
+    assert cli.main(argv, runner=managed_runner()) == 0
+    after = samples(capsys.readouterr().out)
+    assert after[key] == first[key] == 1280  # 280 from the state, 1000 grown since
+    assert json.loads(state.read_text()) == saved  # dump left the file alone

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from vz_traffic_exporter.accounting import Accumulator, Observation
+from vz_traffic_exporter.state import StateFile, read_boot_id
+
+A = ("ip", "101", "192.0.2.11", "0", "out")
+
+
+def accumulator() -> Accumulator:
+    acc = Accumulator("3c1f2e0a-0000-4000-8000-000000000001")
+    acc.update("iptables", [Observation(("managed", "out", 0, "192.0.2.11"), A, 3, 1500, epoch=9)])
+    return acc
+
+
+def test_missing_file_is_a_fresh_start(tmp_path: Path) -> None:
+    assert StateFile(str(tmp_path / "state.json")).load() is None
+
+
+def test_save_then_load_round_trips_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "state.json"  # the directory is created
+    StateFile(str(path)).save(accumulator())
+    loaded = StateFile(str(path)).load()
+    assert loaded is not None and loaded.total(A) == (3, 1500)
+    assert loaded.boot_id == "3c1f2e0a-0000-4000-8000-000000000001"
+    assert os.listdir(path.parent) == ["state.json"]
+    assert json.loads(path.read_text())["version"] == 2
+
+
+def test_a_save_replaces_the_old_file_whole(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    state = StateFile(str(path))
+    state.save(accumulator())
+    acc = accumulator()
+    acc.update("iptables", [Observation(("managed", "out", 0, "192.0.2.11"), A, 5, 2500, epoch=9)])
+    state.save(acc)
+    loaded = state.load()
+    assert loaded is not None and loaded.total(A) == (5, 2500)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ('{"version": 2, "boot_id": nul', "Expecting value"),
+        ('{"version": 7}', "state format version 7, this exporter reads version 2"),
+        (
+            '{"version": 2, "boot_id": null, "counters": [], "series": [[["ip"], 1]], "resets": {}}',
+            "malformed",
+        ),
+        ("\udcff", "cannot be read"),
+    ],
+)
+def test_a_bad_file_is_kept_aside_and_the_exporter_starts_fresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str, why: str
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    with caplog.at_level(logging.ERROR):
+        assert StateFile(str(path)).load() is None
+    assert not path.exists()
+    [aside] = tmp_path.glob("state.json.bad-*")
+    assert aside.read_bytes() == content.encode("utf-8", "surrogateescape")
+    assert str(path) in caplog.text and why in caplog.text and str(aside) in caplog.text
+
+
+def test_saving_where_nothing_can_be_written_raises_oserror(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError):
+        StateFile(str(blocker / "state.json")).save(accumulator())
+
+
+def test_boot_id_is_read_under_the_procfs_root(tmp_path: Path) -> None:
+    assert read_boot_id(str(tmp_path)) is None
+    (tmp_path / "sys" / "kernel" / "random").mkdir(parents=True)
+    (tmp_path / "sys" / "kernel" / "random" / "boot_id").write_text("0f0e-boot\n")
+    assert read_boot_id(str(tmp_path)) == "0f0e-boot"
