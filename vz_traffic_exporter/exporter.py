@@ -357,7 +357,7 @@ class Exporter:
     def _read_iptables(self, inventory: Inventory) -> None:
         nf = self.config.netfilter
         rules = self.rules()
-        source = IptablesSource(self.runner, adopted=not nf.manage_rules)
+        source = IptablesSource(self.runner, adopted=not nf.manage_rules, xtables=rules.xtables)
         read = source.read()
         # Account what the rules hold before any change: a rule the sync deletes
         # keeps what it counted up to this read.

@@ -3,10 +3,12 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import fixture_text
-from vz_traffic_exporter.netfilter.iptables_save import ParseError, parse_iptables_save
+from vz_traffic_exporter.netfilter.iptables_save import ParseError, SavedRule, SavedTable, parse_iptables_save
+from vz_traffic_exporter.netfilter.layout import parse_epoch_spec
 from vz_traffic_exporter.netfilter.xtables import LEGACY, NFT, parse_version
 from vz_traffic_exporter.sources.iptables import (
     adopted_readings,
+    epochs,
     managed_readings,
     parse_adopted_spec,
 )
@@ -83,3 +85,17 @@ def test_adopted_readings_from_wiki_style_rules() -> None:
 def test_variant_detection(text: str, variant: str, version: str) -> None:
     xt = parse_version(text)
     assert (xt.variant, xt.version) == (variant, version)
+
+
+def test_epoch_rules_give_each_counting_chain_its_epoch() -> None:
+    assert parse_epoch_spec('-m comment --comment "VZTRAFFIC-OUT-1-at-5" -j RETURN') == ("VZTRAFFIC-OUT-1", 5)
+    assert parse_epoch_spec("-m comment --comment VZTRAFFIC-FORWARD-at-5 -j RETURN") is None
+    table = SavedTable(
+        "filter",
+        rules=[
+            SavedRule("VZTRAFFIC-EPOCH", "-m comment --comment VZTRAFFIC-OUT-1-at-5 -j RETURN", 0, 1),
+            SavedRule("VZTRAFFIC-EPOCH", "-m comment --comment VZTRAFFIC-IN-1-at-5 -j RETURN", 0, 0),
+        ],
+    )
+    assert epochs(table, markers=True) == {"VZTRAFFIC-OUT-1": 5, "VZTRAFFIC-IN-1": 0}  # IN-1 was zeroed
+    assert epochs(table, markers=False) == {"VZTRAFFIC-OUT-1": 5, "VZTRAFFIC-IN-1": 5}

@@ -121,27 +121,42 @@ def test_duplicate_jumps_and_stale_rules_are_repaired() -> None:
     assert "192.0.2.99" not in save_text(applied(table, ops))
 
 
-def test_new_counting_chains_get_an_epoch_stamp() -> None:
+COUNTING = ("VZTRAFFIC-IN-0", "VZTRAFFIC-IN-1", "VZTRAFFIC-OUT-0", "VZTRAFFIC-OUT-1")
+
+
+def test_new_counting_chains_get_an_epoch_rule_with_a_stamp_and_a_marker() -> None:
     want = desired("ipv4", IPS, CLASSES, True)
     ops = plan(SavedTable("filter", {"FORWARD": "ACCEPT"}), want, stamp=1234)
-    assert new_epochs(ops) == {
-        "VZTRAFFIC-IN-0": 1234,
-        "VZTRAFFIC-IN-1": 1234,
-        "VZTRAFFIC-OUT-0": 1234,
-        "VZTRAFFIC-OUT-1": 1234,
-    }
-    assert "[0:1234] -A VZTRAFFIC-EPOCH -m comment --comment VZTRAFFIC-OUT-1 -j RETURN" in [
-        op.restore_line() for op in ops
-    ]
+    assert new_epochs(ops) == dict.fromkeys(COUNTING, 1234)
+    lines = [op.restore_line() for op in ops]
+    assert ":VZTRAFFIC-EPOCH - [0:0]" in lines
+    assert "[0:1] -A VZTRAFFIC-EPOCH -m comment --comment VZTRAFFIC-OUT-1-at-1234 -j RETURN" in lines
 
 
-def test_a_zeroed_epoch_is_stamped_again_and_nothing_else_changes() -> None:
+def test_a_zeroed_marker_is_set_again_with_the_same_stamp_and_nothing_else_changes() -> None:
     want = desired("ipv4", IPS, CLASSES, True)
     table = applied(SavedTable("filter", {"FORWARD": "ACCEPT"}), plan(SavedTable("filter"), want, stamp=5))
-    zeroed = [SavedRule(r.chain, r.spec) for r in table.rules]  # iptables -Z: every counter is 0
-    ops = plan(SavedTable("filter", table.policies, zeroed), want, stamp=6)
+    zeroed = SavedTable("filter", table.policies, [SavedRule(r.chain, r.spec) for r in table.rules])  # -Z
+    ops = plan(zeroed, want, stamp=6)
     assert {op.chain for op in ops} == {"VZTRAFFIC-EPOCH"}
-    assert new_epochs(ops) == dict.fromkeys(
-        ("VZTRAFFIC-IN-0", "VZTRAFFIC-IN-1", "VZTRAFFIC-OUT-0", "VZTRAFFIC-OUT-1"), 6
+    assert new_epochs(ops) == dict.fromkeys(COUNTING, 5)
+    assert plan(applied(zeroed, ops), want, stamp=7) == []
+    # Where the tools cannot set counters there is no marker to set.
+    assert plan(zeroed, want, stamp=6, markers=False) == []
+
+
+def test_epoch_rules_are_made_whole_and_a_re_created_chain_gets_a_new_stamp() -> None:
+    want = desired("ipv4", IPS, CLASSES, True)
+    table = applied(SavedTable("filter", {"FORWARD": "ACCEPT"}), plan(SavedTable("filter"), want, stamp=5))
+    epoch = "-m comment --comment VZTRAFFIC-OUT-1-at-5 -j RETURN"
+    table.rules.append(SavedRule("VZTRAFFIC-EPOCH", epoch, 0, 1))  # a twin
+    table.rules.append(
+        SavedRule("VZTRAFFIC-EPOCH", "-m comment --comment VZTRAFFIC-OUT-9-at-5 -j RETURN", 0, 1)
     )
-    assert plan(applied(SavedTable("filter", table.policies, zeroed), ops), want, stamp=7) == []
+    ops = plan(table, want, stamp=6)
+    assert [op.restore_line() for op in ops] == [
+        f"-D VZTRAFFIC-EPOCH {epoch}",
+        "-D VZTRAFFIC-EPOCH -m comment --comment VZTRAFFIC-OUT-9-at-5 -j RETURN",
+    ]
+    gone = applied(table, [Op("delete", "VZTRAFFIC-EPOCH", epoch)] * 2)
+    assert new_epochs(plan(gone, want, stamp=6)) == {"VZTRAFFIC-OUT-1": 6}

@@ -12,6 +12,14 @@ rule per container address (``-s <ip> -j RETURN``) counts it.  ``CLS-IN``
 does the same by source into ``VZTRAFFIC-IN-<class>`` (``-d <ip>``).  A goto
 returns to the entry chain after counting, so each packet is counted in one
 class per direction, and nothing here ever accepts or drops.
+
+``VZTRAFFIC-EPOCH`` is never jumped to: it holds one rule per counting chain,
+``-m comment --comment <chain>-at-<stamp> -j RETURN``, made when the chain is
+made.  A chain re-created by anyone gets a new stamp, so its counting rules
+are known to start again from zero even when their new values are above the
+old ones.  Where the tools can set rule counters, the epoch rule also holds
+a one-byte *marker*; no packet ever reaches it, so a marker at zero means the
+table was zeroed (``iptables -Z``), and the marker is then set again.
 """
 
 from __future__ import annotations
@@ -73,17 +81,17 @@ def parse_counting_spec(direction: str, spec: str) -> Optional[str]:
     return str(addr)
 
 
-def epoch_spec(chain: str) -> str:
-    return f"-m comment --comment {chain} -j RETURN"
+def epoch_spec(chain: str, stamp: int) -> str:
+    return f"-m comment --comment {chain}-at-{stamp} -j RETURN"
 
 
-_EPOCH_SPEC = re.compile(rf"^-m comment --comment ({PREFIX}\S+) -j RETURN$")
+_EPOCH_SPEC = re.compile(rf'^-m comment --comment "?({PREFIX}(?:IN|OUT)-\d+)-at-(\d+)"? -j RETURN$')
 
 
-def parse_epoch_spec(spec: str) -> Optional[str]:
-    """The counting chain an epoch rule stands for, or None if it is not one."""
+def parse_epoch_spec(spec: str) -> Optional[tuple[str, int]]:
+    """(counting chain, stamp) of an epoch rule, or None if it is not one."""
     m = _EPOCH_SPEC.match(spec)
-    return m.group(1) if m and parse_counting_chain(m.group(1)) else None
+    return (m.group(1), int(m.group(2))) if m else None
 
 
 def is_ours(chain: str) -> bool:

@@ -29,6 +29,14 @@ class Xtables:
         base = "iptables" if family == "ipv4" else "ip6tables"
         return f"{base}-{tool}" if tool else base
 
+    def sets_counters(self, family: str) -> bool:
+        """Whether restoring a rule with ``[packets:bytes]`` keeps those counters.
+
+        ip6tables-nft 1.8.9 (Debian 12) silently drops them; iptables-nft and
+        both legacy tools keep them.
+        """
+        return not (self.variant == NFT and family == "ipv6")
+
 
 def parse_version(text: str) -> Xtables:
     m = re.search(r"iptables v(\S+)(?:\s+\(([^)]+)\))?", text)

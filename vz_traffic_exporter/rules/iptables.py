@@ -10,8 +10,8 @@ operations; a writer applies the list as one transaction:
 
 Counting rules are diffed, never flushed, so a re-sync keeps the counters of
 every unchanged rule; an empty plan touches nothing.  Each counting chain has
-an epoch rule (see :mod:`..netfilter.layout`) stamped when it is created and
-stamped again when a read finds it zeroed.  Only chains named
+an epoch rule (see :mod:`..netfilter.layout`), stamped when the chain is made;
+its marker is set again when a read finds it zeroed.  Only chains named
 ``VZTRAFFIC-*`` and the jumps to them are ever written.
 """
 
@@ -49,6 +49,7 @@ class Ruleset:
     family: str
     chains: tuple[tuple[str, tuple[str, ...]], ...]
     jumps: tuple[tuple[str, str], ...]  # (built-in chain, rule spec)
+    epochs: tuple[str, ...] = ()  # the counting chains, each with one epoch rule
 
     def chain_map(self) -> dict[str, tuple[str, ...]]:
         return dict(self.chains)
@@ -73,8 +74,6 @@ def desired(family: str, ips: Iterable[str], classes: ClassTable, host_traffic: 
         for klass in classes.ids():
             specs = tuple(layout.counting_spec(direction, ip) for ip in mine)
             chains.append((layout.counting_chain(direction, klass), specs))
-    counting = [name for name, _ in chains if _is_counting(name)]
-    chains.append((layout.EPOCH_CHAIN, tuple(layout.epoch_spec(name) for name in counting)))
     entries = {
         "FORWARD": ("out", "in"),
         "INPUT": ("out",) if host_traffic else (),
@@ -86,7 +85,8 @@ def desired(family: str, ips: Iterable[str], classes: ClassTable, host_traffic: 
             steps = tuple(f"-j {layout.classify_chain(d)}" for d in entries[hook])
             chains.append((layout.entry_chain(hook), steps))
             jumps.append((hook, f"-j {layout.entry_chain(hook)}"))
-    return Ruleset(family, tuple(chains), tuple(jumps))
+    epochs = tuple(name for name, _ in chains if _is_counting(name))
+    return Ruleset(family, tuple(chains), tuple(jumps), epochs)
 
 
 # --- the diff -------------------------------------------------------------
@@ -120,16 +120,25 @@ def _is_counting(chain: str) -> bool:
     return layout.parse_counting_chain(chain) is not None
 
 
-def plan(current: SavedTable, want: Optional[Ruleset], stamp: Optional[int] = None) -> list[Op]:
+MARKER = (0, 1)  # the counters of an epoch rule that was not zeroed
+
+
+def plan(
+    current: SavedTable, want: Optional[Ruleset], stamp: Optional[int] = None, markers: bool = True
+) -> list[Op]:
     """Operations that turn current into want (want None: remove everything of ours).
 
-    current must carry counters: an epoch rule that reads zero is stamped
-    again, and new epoch rules get the stamp (default: the time in ns).
+    New epoch rules get the stamp (default: the time in ns).  With markers,
+    current must carry counters: an epoch rule whose marker reads zero gets
+    it again.
     """
-    stamp = time.time_ns() if stamp is None else stamp
     wanted = want.chain_map() if want else {}
+    if want and want.epochs:
+        wanted[layout.EPOCH_CHAIN] = ()
     ours = [c for c in current.policies if layout.is_ours(c)]
     ops: list[Op] = [Op("new", chain) for chain in wanted if chain not in current.policies]
+    if want and want.epochs:
+        ops += _epoch_ops(current, want.epochs, time.time_ns() if stamp is None else stamp, markers)
     for chain, specs in wanted.items():
         have = [r.spec for r in current.chain_rules(chain)]
         if _is_counting(chain):
@@ -138,9 +147,7 @@ def plan(current: SavedTable, want: Optional[Ruleset], stamp: Optional[int] = No
             ops += [Op("delete", chain, s) for s in _surplus(have, specs)]
             ops += [Op("append", chain, s) for s in _surplus(specs, have)]
         elif chain == layout.EPOCH_CHAIN:
-            zeroed = [r.spec for r in current.chain_rules(chain) if r.bytes == 0 and r.spec in specs]
-            ops += [Op("delete", chain, s) for s in _surplus(have, specs) + zeroed]
-            ops += [Op("append", chain, s, (0, stamp)) for s in _surplus(specs, have) + zeroed]
+            pass  # see _epoch_ops
         elif have != list(specs):
             ops.append(Op("flush", chain))
             ops += [Op("append", chain, s) for s in specs]
@@ -155,6 +162,26 @@ def plan(current: SavedTable, want: Optional[Ruleset], stamp: Optional[int] = No
     obsolete = [c for c in ours if c not in wanted]
     ops += [Op("flush", c) for c in obsolete if current.chain_rules(c)]
     ops += [Op("delete_chain", c) for c in obsolete]
+    return ops
+
+
+def _epoch_ops(current: SavedTable, chains: Sequence[str], stamp: int, markers: bool) -> list[Op]:
+    """One epoch rule per counting chain: extra ones deleted, missing ones made, zeroed markers set."""
+    ops, found = [], {}
+    for rule in current.chain_rules(layout.EPOCH_CHAIN):
+        parsed = layout.parse_epoch_spec(rule.spec)
+        if parsed is None or parsed[0] not in chains or parsed[0] in found:
+            ops.append(Op("delete", layout.EPOCH_CHAIN, layout.epoch_spec(*parsed) if parsed else rule.spec))
+        else:
+            found[parsed[0]] = (parsed[1], rule.bytes)
+    for chain in chains:
+        if chain not in found:
+            ops.append(
+                Op("append", layout.EPOCH_CHAIN, layout.epoch_spec(chain, stamp), MARKER if markers else None)
+            )
+        elif markers and found[chain][1] == 0:
+            spec = layout.epoch_spec(chain, found[chain][0])
+            ops += [Op("delete", layout.EPOCH_CHAIN, spec), Op("append", layout.EPOCH_CHAIN, spec, MARKER)]
     return ops
 
 
@@ -187,14 +214,13 @@ def new_counting_rules(ops: Sequence[Op]) -> list[tuple[str, int, str]]:
 
 
 def new_epochs(ops: Sequence[Op]) -> dict[str, int]:
-    """Counting chain -> the epoch a plan stamps on it."""
-    return {
-        chain: op.counters[1]
+    """Counting chain -> the stamp of each epoch rule a plan makes or marks again."""
+    made = (
+        layout.parse_epoch_spec(op.spec)
         for op in ops
-        if op.action == "append" and op.chain == layout.EPOCH_CHAIN and op.counters
-        for chain in [layout.parse_epoch_spec(op.spec)]
-        if chain
-    }
+        if op.action == "append" and op.chain == layout.EPOCH_CHAIN
+    )
+    return dict(parsed for parsed in made if parsed)
 
 
 # --- writers --------------------------------------------------------------
@@ -360,7 +386,7 @@ class IptablesRules:
         changes, created, epochs = 0, [], []
         for family in FAMILIES:
             want = desired(family, ips, classes, host_traffic)
-            ops = plan(self.current(family), want)
+            ops = plan(self.current(family), want, markers=self.xtables.sets_counters(family))
             if ops:
                 log.info("%s: applying %d rule changes", family, len(ops))
                 self.writer.apply(family, ops)
@@ -374,7 +400,11 @@ class IptablesRules:
     ) -> bool:
         """Whether the given live tables already hold exactly the wanted rules."""
         return all(
-            not plan(tables.get(family, SavedTable(FILTER)), desired(family, ips, classes, host_traffic))
+            not plan(
+                tables.get(family, SavedTable(FILTER)),
+                desired(family, ips, classes, host_traffic),
+                markers=self.xtables.sets_counters(family),
+            )
             for family in FAMILIES
         )
 

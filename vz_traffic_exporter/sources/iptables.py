@@ -28,18 +28,18 @@ from . import IpReading
 ADOPTED_CHAINS = ("FORWARD", "INPUT", "OUTPUT")
 
 
-def epochs(table: SavedTable) -> dict[str, int]:
-    """Counting chain -> the stamp its epoch rule holds (0: zeroed since stamped)."""
+def epochs(table: SavedTable, markers: bool) -> dict[str, int]:
+    """Counting chain -> its epoch: the stamp of its epoch rule, 0 when the marker was zeroed."""
     found = {}
     for rule in table.chain_rules(layout.EPOCH_CHAIN):
-        chain = layout.parse_epoch_spec(rule.spec)
-        if chain:
-            found[chain] = rule.bytes
+        parsed = layout.parse_epoch_spec(rule.spec)
+        if parsed:
+            found[parsed[0]] = 0 if markers and rule.bytes == 0 else parsed[1]
     return found
 
 
-def managed_readings(table: SavedTable) -> list[IpReading]:
-    stamps = epochs(table)
+def managed_readings(table: SavedTable, markers: bool = True) -> list[IpReading]:
+    stamps = epochs(table, markers)
     readings = []
     for rule in table.rules:
         parsed = layout.parse_counting_chain(rule.chain)
@@ -103,9 +103,11 @@ class IptablesRead:
 class IptablesSource:
     name = "iptables"
 
-    def __init__(self, runner: Runner, adopted: bool) -> None:
+    def __init__(self, runner: Runner, adopted: bool, xtables: Optional[Xtables] = None) -> None:
+        """xtables: the host's iptables, to know where epoch markers can be read."""
         self.runner = runner
         self.adopted = adopted
+        self.xtables = xtables
 
     def read_table(self, family: str) -> SavedTable:
         argv = [Xtables.program(family, "save"), "-c", "-t", "filter"]
@@ -122,5 +124,6 @@ class IptablesSource:
             if self.adopted:
                 readings += adopted_readings(family, table)
             else:
-                readings += managed_readings(table)
+                markers = self.xtables.sets_counters(family) if self.xtables else False
+                readings += managed_readings(table, markers)
         return IptablesRead(tables, readings)
