@@ -115,7 +115,9 @@ class NodeLab(Lab):
     def dump(self, config: str) -> dict[tuple[str, ...], float]:
         return parse_ip_series(self.exporter(config, "dump").stdout)
 
-    def start_serve(self, config: str, port: int = 10057) -> subprocess.Popen[bytes]:
+    def start_serve(
+        self, config: str, *args: str, port: int = 10057, **popen: object
+    ) -> subprocess.Popen[bytes]:
         proc = self.spawn(
             self.node,
             "env",
@@ -124,7 +126,9 @@ class NodeLab(Lab):
             "--config",
             config,
             f"--web.listen-address=127.0.0.1:{port}",
+            *args,
             cwd=str(ROOT),
+            **popen,
         )
         deadline = time.monotonic() + 20
         while True:
