@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all demo demo-stop test lint typecheck unit integration deps venv clean
+.PHONY: all demo demo-stop test lint typecheck unit integration bench deps venv clean
 
 all: test
 
@@ -34,6 +34,9 @@ integration: deps venv
 
 test: deps venv lint typecheck
 	$(BIN)/pytest -q -rs
+
+bench: venv
+	$(BIN)/python bench/state_bench.py
 
 demo: deps venv
 	$(BIN)/python -m netlab.demo

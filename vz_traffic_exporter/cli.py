@@ -219,10 +219,10 @@ def _serve(args: argparse.Namespace, config: Config, runner: Runner) -> int:
     signal.signal(signal.SIGINT, on_signal)
     # Background reads catch resets and save the state even when nobody scrapes.
     while not stop.wait(config.state.poll_interval):
-        exporter.poll()
+        exporter.poll(persist=True)
     for server in servers:
         server.shutdown()
         server.server_close()
-    exporter.poll()  # one final read, saved
+    exporter.poll(persist=True)  # one final read, saved
     log.info("final read done, exiting")
     return 0

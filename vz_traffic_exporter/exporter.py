@@ -4,8 +4,10 @@
 wrapper and returns an immutable :class:`Snapshot` for the exposition layer.
 Reads are serialised by one lock, and a caller that waited while another read
 ran gets that read's snapshot: concurrent scrapes never read the kernel twice
-at once.  With a state file, every read ends with a save, and the exporter
-starts from what the last one saved.
+at once.  With a state file, the exporter starts from what was last saved;
+background polls (``persist``) always save, and any other read saves when it
+changed more than growth: a counter new, gone or reset, a series made or
+dropped.  Growth it skips is still in the kernel counters for the next read.
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class Exporter:
             log.info("new boot since the state was saved: %d kernel counters start again from zero", absorbed)
         self.state = state if save_state else None
         self._save_failed = False
+        self._saved_changes = -1
         self._found: dict[str, Sequence[Container]] = {}
         self._discovered_at: Optional[float] = None
         self._iptables_readings: list[IpReading] = []  # the last iptables read accounted
@@ -235,13 +238,16 @@ class Exporter:
             self._discovered_at = now
         return discovery.merge(self._found.get(s.name, ()) for s in self.discovery)
 
-    def poll(self) -> Snapshot:
+    def poll(self, persist: bool = False) -> Snapshot:
+        """Read every source; persist: save the state whatever the read found."""
         generation = self._generation
         with self._lock:
-            if self._generation != generation and self._snapshot is not None:
+            if self._generation != generation and self._snapshot is not None and not persist:
                 return self._snapshot  # another caller read while we waited
             self._snapshot = self._poll()
             self._generation += 1
+            if persist or self.accumulator.changes != self._saved_changes:
+                self.save()
             return self._snapshot
 
     def _poll(self) -> Snapshot:
@@ -267,7 +273,6 @@ class Exporter:
             packets, nbytes = self.accumulator.total(key)
             _, veid, name, direction = key
             interfaces.append(InterfaceSeries(veid, name, direction, packets, nbytes))
-        self.save()
         return Snapshot(
             inventory=inventory,
             classes=self.config.classes,
@@ -282,6 +287,7 @@ class Exporter:
         """Write the state file (when this exporter keeps one); failures are logged, not raised."""
         if self.state is None:
             return
+        changes = self.accumulator.changes
         try:
             self.state.save(self.accumulator)
         except OSError as err:
@@ -292,6 +298,7 @@ class Exporter:
         if self._save_failed:
             log.info("state file %s written again", self.state.path)
         self._save_failed = False
+        self._saved_changes = changes
 
     def _read_kernel(self, source: KernelSource, inventory: Inventory) -> None:
         readings: list[ContainerReading] = source.read()

@@ -10,11 +10,12 @@ from vz_traffic_exporter.accounting import Accumulator, Observation, SeriesKey
 
 A = ("ip", "101", "192.0.2.11", "0", "out")
 B = ("ip", "102", "192.0.2.11", "0", "out")
+R = ("r",)
 
 
 def feed(acc: Accumulator, reads: list[list[tuple[str, tuple[str, ...], int]]]) -> None:
     for read in reads:
-        acc.update("iptables", [Observation(c, s, v, v * 100) for c, s, v in read])
+        acc.update("iptables", [Observation((c,), s, v, v * 100) for c, s, v in read])
 
 
 @pytest.mark.parametrize(
@@ -40,17 +41,17 @@ def test_cases(reads: list, total_a: int, total_b: int, resets: int) -> None:  #
 def test_a_counter_we_created_counts_from_zero_even_above_the_old_value() -> None:
     acc = Accumulator()
     feed(acc, [[("r", A, 5)]])
-    acc.started("iptables", "r")  # we deleted and re-created the rule
+    acc.started("iptables", R)  # we deleted and re-created the rule
     feed(acc, [[("r", A, 9)]])
     assert acc.total(A) == (14, 1400)
 
 
 def test_sources_are_independent() -> None:
     acc = Accumulator()
-    acc.update("a", [Observation("r", A, 1, 1)])
-    acc.update("b", [Observation("r", A, 1, 1)])
+    acc.update("a", [Observation(R, A, 1, 1)])
+    acc.update("b", [Observation(R, A, 1, 1)])
     acc.update("a", [])  # a complete read of a without r does not forget b's r
-    acc.update("b", [Observation("r", A, 3, 3)])
+    acc.update("b", [Observation(R, A, 3, 3)])
     assert acc.total(A) == (4, 4)  # 1 from a, 3 from b
 
 
@@ -68,7 +69,7 @@ def test_narrow_packet_counters_wrap(
 ) -> None:
     acc = Accumulator()
     for p, b in reads:
-        acc.update("vznetstat", [Observation("c", A, p, b, packet_bits=32)])
+        acc.update("vznetstat", [Observation(("c",), A, p, b, packet_bits=32)])
     assert acc.total(A) == (packets, nbytes)
     assert acc.resets["vznetstat"] == resets
 
@@ -91,8 +92,24 @@ def test_state_round_trip_continues_exactly() -> None:
         {"version": 99},
         {"version": 1, "last": [[1]]},  # the first format, never written by a release
         {"version": 2, "boot_id": None, "counters": [[1]], "series": [], "resets": {}},
-        {"version": 2, "boot_id": None, "counters": [], "series": [[["ip"], -1, 0, 0.0]], "resets": {}},
-        {"version": 2, "boot_id": None, "counters": [["s", [{}], 0, 0, None]], "series": [], "resets": {}},
+        {"version": 2, "boot_id": None, "counters": [["iptables", 0, 0, None]], "series": [], "resets": {}},
+        {
+            "version": 2,
+            "boot_id": None,
+            "counters": [["iptables", 0, 0, None, {}]],
+            "series": [],
+            "resets": {},
+        },
+        {
+            "version": 2,
+            "boot_id": None,
+            "counters": [["iptables", 0, -1, None, "r"]],
+            "series": [],
+            "resets": {},
+        },
+        {"version": 2, "boot_id": None, "counters": [], "series": [[0, 0, 0]], "resets": {}},
+        {"version": 2, "boot_id": None, "counters": [], "series": [[0, 0, 0.5, "ip"]], "resets": {}},
+        {"version": 2, "boot_id": None, "counters": [], "series": [[0, 0, 0, 7]], "resets": {}},
         {"version": 2, "boot_id": None, "counters": [], "series": [], "resets": {"iptables": "x"}},
     ],
 )
@@ -103,42 +120,42 @@ def test_bad_state_is_refused(state: object) -> None:
 
 def test_a_new_epoch_is_a_reset_even_above_the_old_value() -> None:
     acc = Accumulator()
-    acc.update("iptables", [Observation("r", A, 5, 500, epoch=1)])
-    acc.update("iptables", [Observation("r", A, 9, 900, epoch=2)])  # chain re-created, then 9 packets
+    acc.update("iptables", [Observation(R, A, 5, 500, epoch=1)])
+    acc.update("iptables", [Observation(R, A, 9, 900, epoch=2)])  # chain re-created, then 9 packets
     assert acc.total(A) == (14, 1400)
     assert acc.resets["iptables"] == 1
-    acc.update("iptables", [Observation("r", A, 10, 1000, epoch=2)])
+    acc.update("iptables", [Observation(R, A, 10, 1000, epoch=2)])
     assert acc.total(A) == (15, 1500)
 
 
 def test_a_restamped_counter_keeps_counting_from_where_it_is() -> None:
     acc = Accumulator()
-    acc.update("iptables", [Observation("r", A, 5, 500, epoch=1)])
-    acc.update("iptables", [Observation("r", A, 2, 200, epoch=0)])  # iptables -Z zeroed the epoch too
-    acc.restamped("iptables", "r", 3)  # we stamped the chain again, counters untouched
-    acc.update("iptables", [Observation("r", A, 4, 400, epoch=3)])
+    acc.update("iptables", [Observation(R, A, 5, 500, epoch=1)])
+    acc.update("iptables", [Observation(R, A, 2, 200, epoch=0)])  # iptables -Z zeroed the epoch too
+    acc.restamped("iptables", R, 3)  # we stamped the chain again, counters untouched
+    acc.update("iptables", [Observation(R, A, 4, 400, epoch=3)])
     assert acc.total(A) == (9, 900)
     assert acc.resets["iptables"] == 1
 
 
 def test_a_counter_without_a_known_epoch_takes_the_next_one() -> None:
     acc = Accumulator()
-    acc.started("iptables", "r")  # created; its chain's stamp is read later
-    acc.update("iptables", [Observation("r", A, 3, 300, epoch=8)])
-    acc.update("iptables", [Observation("r", A, 4, 400, epoch=8)])
+    acc.started("iptables", R)  # created; its chain's stamp is read later
+    acc.update("iptables", [Observation(R, A, 3, 300, epoch=8)])
+    acc.update("iptables", [Observation(R, A, 4, 400, epoch=8)])
     assert acc.total(A) == (4, 400)
     assert acc.resets["iptables"] == 0
 
 
 def test_a_new_boot_resets_every_counter_and_keeps_every_total() -> None:
     acc = Accumulator("boot-1")
-    acc.update("iptables", [Observation("r", A, 5, 500)])
-    acc.update("interfaces", [Observation("i", B, 7, 700)])
+    acc.update("iptables", [Observation(R, A, 5, 500)])
+    acc.update("interfaces", [Observation(("i",), B, 7, 700)])
     restored = Accumulator.from_state(json.loads(json.dumps(acc.to_state())))
     assert restored.boot("boot-1") == 0  # same boot: nothing to absorb
     assert restored.boot("boot-2") == 2
-    restored.update("iptables", [Observation("r", A, 6, 600)])  # above 5, yet all of it is new
-    restored.update("interfaces", [Observation("i", B, 1, 100)])
+    restored.update("iptables", [Observation(R, A, 6, 600)])  # above 5, yet all of it is new
+    restored.update("interfaces", [Observation(("i",), B, 1, 100)])
     assert restored.total(A) == (11, 1100)
     assert restored.total(B) == (8, 800)
     assert restored.resets == {"iptables": 1, "interfaces": 1}
@@ -147,8 +164,8 @@ def test_a_new_boot_resets_every_counter_and_keeps_every_total() -> None:
 def test_series_are_kept_for_the_retention_then_dropped() -> None:
     acc = Accumulator()
     day = 86400.0
-    acc.update("iptables", [Observation("r", A, 5, 500)], now=0.0)
-    acc.update("iptables", [Observation("r", B, 6, 600)], now=day)  # the address moved to 102
+    acc.update("iptables", [Observation(R, A, 5, 500)], now=0.0)
+    acc.update("iptables", [Observation(R, B, 6, 600)], now=day)  # the address moved to 102
     assert acc.expire(35 * day, now=35 * day) == 0
     assert sorted(acc.series("ip")) == [A, B]
     assert acc.total(A) == (5, 500)  # the old owner keeps its total
@@ -158,7 +175,7 @@ def test_series_are_kept_for_the_retention_then_dropped() -> None:
 
 def test_state_keeps_every_kind_of_counter_identity() -> None:
     acc = Accumulator("b")
-    counters = [("managed", "out", 1, "2001:db8::b"), ("interfaces", "veth101.0", 7, "in"), "plain"]
+    counters = [("managed", "out", 1, "2001:db8::b"), ("interfaces", "veth101.0", 7, "in"), ("adopted", "")]
     acc.update("x", [Observation(c, A, 1, 1, epoch=5) for c in counters])
     restored = Accumulator.from_state(json.loads(json.dumps(acc.to_state())))
     restored.update("x", [Observation(c, A, 2, 2, epoch=5) for c in counters])

@@ -243,3 +243,27 @@ def test_dump_continues_from_the_state_file_and_never_writes_it(
     after = samples(capsys.readouterr().out)
     assert after[key] == first[key] == 1280  # 280 from the state, 1000 grown since
     assert json.loads(state.read_text()) == saved  # dump left the file alone
+
+
+def test_a_read_that_only_saw_growth_is_not_saved_until_a_background_poll(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    runner = managed_runner()
+    exporter = Exporter(load(LAB), runner, procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT)
+    exporter.state = StateFile(str(state))
+    exporter.poll()  # first sight of every counter: saved
+    first = state.read_text()
+    saved = json.loads(first)
+    ipv4 = ("iptables-save", "-c", "-t", "filter")
+    runner.outputs[ipv4] = str(runner.outputs[ipv4]).replace(
+        "[10:1280] -A VZTRAFFIC-OUT-1", "[11:1408] -A VZTRAFFIC-OUT-1"
+    )
+    exporter.poll()  # growth only: the kernel still holds it
+    assert state.read_text() == first
+    exporter.poll(persist=True)  # a background poll saves whatever it found
+    grown = json.loads(state.read_text())
+    assert grown != saved and grown["counters"] != saved["counters"]
+    runner.outputs[ipv4] = str(runner.outputs[ipv4]).replace(
+        "[11:1408] -A VZTRAFFIC-OUT-1", "[1:128] -A VZTRAFFIC-OUT-1"
+    )
+    exporter.poll()  # a reset is saved at once
+    assert json.loads(state.read_text())["resets"] == {"iptables": 1}

@@ -8,16 +8,17 @@ can tell one kernel counter from another across reads.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol
+
+from ..accounting import CounterKey
 
 
 @dataclass(frozen=True)
 class IpReading:
     """One kernel counter of one container address, direction and class."""
 
-    counter: Hashable  # identity of the raw counter (a rule), stable across reads
+    counter: CounterKey  # identity of the raw counter (a rule), stable across reads
     ip: str
     klass: int
     direction: str  # "in" = received by the container, "out" = sent by it
@@ -30,7 +31,7 @@ class IpReading:
 class ContainerReading:
     """One kernel per-class counter of a container (or of the host, id "0")."""
 
-    counter: Hashable
+    counter: CounterKey
     kernel_id: str  # as the kernel or tool prints it: a VEID number or a CTID
     klass: int
     direction: str
@@ -44,7 +45,7 @@ class ContainerReading:
 class InterfaceReading:
     """Counters of one host-side interface, directions from the container's view."""
 
-    counter: Hashable  # (name, ifindex): a re-created device is a new counter
+    counter: CounterKey  # (name, ifindex): a re-created device is a new counter
     interface: str
     direction: str
     packets: int
