@@ -12,7 +12,7 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -177,33 +177,32 @@ def test_a_node_reboot_continues_the_totals(lab: NodeLab, procfs: Path) -> None:
     assert got[RESETS] >= 1
 
 
-def test_an_address_moved_to_another_container_keeps_both_series_exact(lab: NodeLab) -> None:
-    old, new = lab.containers[0], lab.containers[1]
+def fake_vzlist(lab: NodeLab) -> tuple[str, Callable[[dict[str, list[str]]], None]]:
+    """A vzlist on the exporter's PATH, the config that uses it, and a way to change what it lists."""
     fake = lab.workdir / "fakebin"
     fake.mkdir()
     listing = fake / "vzlist.json"
-
-    def inventory(owner_of_moved: LabContainer) -> None:
-        entries = []
-        for ct in lab.containers:
-            ips = (
-                [ct.ipv6]
-                + ([old.ipv4] if ct is owner_of_moved else [])
-                + ([ct.ipv4] if ct is not old else [])
-            )
-            entries.append({"ctid": ct.veid, "name": ct.name, "ip": ips})
-        listing.write_text(json.dumps(entries))
-
-    inventory(old)
     script = fake / "vzlist"
     script.write_text(f'#!/bin/sh\n[ "$*" = "-a -j -o ctid,name,ip" ] || exit 2\ncat {listing}\n')
     script.chmod(0o755)
     lab.bindir = f"{fake}:{lab.bindir}"
+
+    def inventory(ips_of: dict[str, list[str]]) -> None:
+        entries = [{"ctid": veid, "name": f"ct{veid}", "ip": ips} for veid, ips in ips_of.items()]
+        listing.write_text(json.dumps(entries))
+
+    inventory({ct.veid: [ct.ipv4, ct.ipv6] for ct in lab.containers})
     config = lab.write_config(
         [],
         containers={"discovery": ["vzlist"], "refresh_interval": "1s"},
         state={**RARE, "file": str(lab.state_file)},
     )
+    return config, inventory
+
+
+def test_an_address_moved_to_another_container_keeps_both_series_exact(lab: NodeLab) -> None:
+    old, new = lab.containers[0], lab.containers[1]
+    config, inventory = fake_vzlist(lab)
     ledger = Ledger(lab)
     lab.start_serve(config)
     ledger.send(old, 0, "out", 6, 300)
@@ -218,7 +217,7 @@ def test_an_address_moved_to_another_container_keeps_both_series_exact(lab: Node
     lab.ns(
         lab.node, "ip", "neigh", "replace", old.ipv4, "lladdr", new.mac, "dev", node_if, "nud", "permanent"
     )
-    inventory(new)
+    inventory({old.veid: [old.ipv6], new.veid: [new.ipv4, new.ipv6, old.ipv4]})
     moved = LabContainer(new.veid, new.name, old.ipv4, new.ipv6, new.ns, new.mac)
     time.sleep(1.2)  # past the discovery refresh interval
     ledger.scrape()  # the new inventory is read
@@ -244,3 +243,25 @@ def test_a_corrupt_state_file_is_kept_aside_and_the_exporter_starts(lab: NodeLab
     assert json.loads(lab.state_file.read_text())["version"] == 2  # a good one was written since
     text = log.read_text()
     assert "level=error" in text and str(aside) in text and "starting from zero" in text
+
+
+def test_a_container_discovery_missed_for_a_while_resumes_its_series(lab: NodeLab) -> None:
+    config, inventory = fake_vzlist(lab)
+    ledger = Ledger(lab)
+    ct = lab.containers[2]
+    lab.start_serve(config)
+    traffic(ledger, ct, 2)
+    ledger.check(ledger.scrape())
+
+    inventory({other.veid: [other.ipv4, other.ipv6] for other in lab.containers if other is not ct})
+    time.sleep(1.2)  # past the discovery refresh interval
+    ledger.check(ledger.scrape())  # its rules are gone; its series stay, unchanged
+    assert f"{ct.ipv4}/32" not in lab.save("ipv4")
+
+    inventory({other.veid: [other.ipv4, other.ipv6] for other in lab.containers})
+    time.sleep(1.2)
+    ledger.scrape()  # back: new rules, counting from zero
+    traffic(ledger, ct, 3)
+    got = ledger.scrape()
+    ledger.check(got)
+    assert got[RESETS] == 0
