@@ -143,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
         return 0
     if command == ("dump",):
         # Totals continue from the state file, which dump reads but never writes.
-        state = StateFile(config.state.file)
+        state = StateFile(config.state.file, read_only=True)
         exporter = Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs, state=state)
         sys.stdout.write(generate_latest(collector.registry(exporter.poll)).decode())
         return 0
