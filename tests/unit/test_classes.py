@@ -3,6 +3,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vz_traffic_exporter.discovery.classes import ClassTable, NetworkClass
 
@@ -46,3 +48,51 @@ def test_first_match_order_puts_class_zero_first_then_longest_prefix() -> None:
         ("198.51.100.0/24", 1),
         ("198.51.0.0/16", 2),
     ]
+
+
+def test_disjoint_ranges_of_nested_classes_with_a_hole() -> None:
+    got = [(str(a), str(b), k) for a, b, k in TABLE.disjoint_ranges(4)]
+    assert got == [
+        ("198.51.0.0", "198.51.99.255", 2),
+        ("198.51.100.0", "198.51.100.63", 1),
+        ("198.51.100.96", "198.51.100.127", 3),  # .64-.95 is the class-0 hole
+        ("198.51.100.128", "198.51.100.255", 1),
+        ("198.51.101.0", "198.51.255.255", 2),
+    ]
+    assert [(str(a), str(b), k) for a, b, k in TABLE.disjoint_ranges(6)] == [
+        ("2001:db8:100::", "2001:db8:100:7fff:ffff:ffff:ffff:ffff", 1)
+    ]
+    assert ClassTable.build([]).disjoint_ranges(4) == []
+
+
+# Any class table, any address: the ranges give the address the class that
+# the first-match rule gives it (class 0 when no range holds it).
+networks = st.lists(
+    st.tuples(
+        st.integers(0, 3),
+        st.builds(
+            lambda addr, plen: ipaddress.ip_network((addr, plen), strict=False),
+            st.integers(0xC6336400, 0xC63364FF),  # around 198.51.100.0/24
+            st.integers(22, 32),
+        ),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(networks, st.lists(st.integers(0xC6336000, 0xC63367FF), min_size=1, max_size=20))
+def test_disjoint_ranges_agree_with_classify(
+    pairs: list[tuple[int, ipaddress.IPv4Network]], addrs: list[int]
+) -> None:
+    by_class: dict[int, list[ipaddress.IPv4Network]] = {}
+    for klass, net in pairs:
+        by_class.setdefault(klass, []).append(net)
+    table = ClassTable.build([NetworkClass(k, f"c{k}", tuple(nets)) for k, nets in by_class.items()])
+    ranges = table.disjoint_ranges(4)
+    for (_, last, _), (first, _, _) in zip(ranges, ranges[1:]):
+        assert last < first  # disjoint and in order
+    for value in addrs:
+        addr = ipaddress.IPv4Address(value)
+        found = [k for first, last, k in ranges if first <= addr <= last]
+        assert found == ([table.classify(addr)] if table.classify(addr) else [])

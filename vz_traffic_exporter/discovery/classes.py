@@ -65,6 +65,29 @@ class ClassTable:
                 return klass
         return 0
 
+    def disjoint_ranges(self, version: int) -> list[tuple[IPAddress, IPAddress, int]]:
+        """The addresses of a non-zero class as disjoint (first, last, class) ranges, in order.
+
+        Set-based matching has no first-match order: the OpenVZ rule (class 0
+        first, then the longest prefix) is applied here, once, so that every
+        address falls in at most one range, and none in a class-0 hole.
+        """
+        ordered = self.ordered_networks(version)
+        if not ordered:
+            return []
+        bounds = sorted(
+            {int(n.network_address) for n, _ in ordered} | {int(n.broadcast_address) + 1 for n, _ in ordered}
+        )
+        factory = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+        ranges: list[tuple[int, int, int]] = []
+        for start, end in zip(bounds, bounds[1:]):
+            klass = self.classify(factory(start))  # the same class for every address up to end - 1
+            if ranges and ranges[-1][2] == klass and ranges[-1][1] == start - 1:
+                ranges[-1] = (ranges[-1][0], end - 1, klass)
+            else:
+                ranges.append((start, end - 1, klass))
+        return [(factory(first), factory(last), klass) for first, last, klass in ranges if klass]
+
 
 def ambiguous_networks(classes: Sequence[NetworkClass]) -> list[tuple[IPNetwork, int, int]]:
     """Networks listed with the same prefix in two different non-zero classes."""
