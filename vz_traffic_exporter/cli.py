@@ -155,13 +155,16 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
 def _rules(action: str, exporter: Exporter) -> int:
     config = exporter.config
     if exporter.backend_name() is None and action != "remove":
-        print("netfilter backend is off or iptables is not installed", file=sys.stderr)
+        print(
+            "netfilter accounting is off (netfilter.backend, or neither nft nor iptables works here)",
+            file=sys.stderr,
+        )
         return 1
     try:
         if action == "show":
             sys.stdout.write(exporter.rules().show())
         elif action == "remove":
-            changes = exporter.rules().remove()
+            changes = exporter.remove_rules()
             print(f"removed the accounting rules ({changes} changes)")
         elif not config.netfilter.manage_rules:
             print("netfilter.manage_rules is false: nothing to sync", file=sys.stderr)

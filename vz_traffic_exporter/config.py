@@ -34,7 +34,7 @@ KERNEL_SOURCES = ("venetstat", "vznetstat", "nft_counters", "interfaces")
 # What this version implements; the rest of the contract's names are accepted
 # by the schema and refused with a clear message.
 IMPLEMENTED_DISCOVERY = DISCOVERY_SOURCES
-IMPLEMENTED_BACKENDS = ("auto", "iptables", "off")
+IMPLEMENTED_BACKENDS = ("auto", "iptables", "nftables", "off")
 
 
 class ConfigError(Exception):
@@ -376,9 +376,16 @@ def _netfilter(c: _Checker, raw: Any) -> NetfilterConfig:
     if backend not in IMPLEMENTED_BACKENDS:
         c.problem("netfilter.backend", f"backend {backend!r} is not supported by this version")
         backend = "auto"
+    manage = c.boolean(section.get("manage_rules"), "netfilter.manage_rules", True)
+    if not manage and backend in ("ipset", "nftables"):
+        c.problem(
+            "netfilter.manage_rules",
+            f"false adopts the operator's own iptables rules; backend {backend!r} has none to adopt "
+            "(use backend iptables or auto)",
+        )
     return NetfilterConfig(
         backend=backend,
-        manage_rules=c.boolean(section.get("manage_rules"), "netfilter.manage_rules", True),
+        manage_rules=manage,
         host_traffic=c.boolean(section.get("host_traffic"), "netfilter.host_traffic", True),
     )
 

@@ -25,8 +25,9 @@ from .config import Config
 from .discovery import Container, Inventory
 from .discovery.classes import ClassTable
 from .netfilter import xtables
-from .netfilter.layout import counting_chain
+from .rules import Backend
 from .rules.iptables import IptablesRules
+from .rules.nftables import NftablesRules
 from .runner import CommandError, Runner
 from .sources import ContainerReading, IpReading, KernelSource
 from .sources.interfaces import InterfacesSource
@@ -37,6 +38,14 @@ from .sources.vznetstat import VznetstatSource
 from .state import StateFile, read_boot_id
 
 log = logging.getLogger(__name__)
+
+BACKENDS = ("nftables", "iptables")  # every netfilter backend, for removal
+AUTO_ORDER = ("nftables", "iptables")  # backend: auto takes the first that works
+AUTO_WHY = {
+    "nftables": "nft works: set lookups, constant cost per packet",
+    "iptables": "no working nft; one rule per address and class",
+}
+_UNDECIDED = object()
 
 IP_SERIES = "ip"
 CONTAINER_SERIES = "container"
@@ -156,7 +165,8 @@ class Exporter:
         self._saved_changes = -1
         self._found: dict[str, Sequence[Container]] = {}
         self._discovered_at: Optional[float] = None
-        self._iptables_readings: list[IpReading] = []  # the last iptables read accounted
+        self._nf_readings: list[IpReading] = []  # the last netfilter read accounted
+        self._backend_name: object = _UNDECIDED
         self._discovery_status: dict[str, SourceStatus] = {}
         self._xtables: Optional[xtables.Xtables] = None
         self._lock = threading.Lock()
@@ -182,37 +192,79 @@ class Exporter:
     # -- netfilter backend --------------------------------------------------
 
     def backend_name(self) -> Optional[str]:
-        backend = self.config.netfilter.backend
-        if backend == "off":
-            return None
-        if backend == "auto" and self.runner.which("iptables") is None:
-            log.debug("netfilter: no iptables on PATH, netfilter accounting off")
-            return None
-        return "iptables"
+        """The netfilter backend this exporter uses, None when netfilter accounting is off."""
+        if self._backend_name is _UNDECIDED:
+            self._backend_name = self._choose_backend()
+        return self._backend_name  # type: ignore[return-value]
 
-    def rules(self) -> IptablesRules:
-        """The rule backend (raises CommandError if iptables is unusable)."""
+    def _choose_backend(self) -> Optional[str]:
+        nf = self.config.netfilter
+        if nf.backend != "auto":
+            return None if nf.backend == "off" else nf.backend
+        if not nf.manage_rules:  # adopting the operator's own rules: they are iptables rules
+            found = self.runner.which("iptables") is not None
+            log.info("netfilter: %s", "adopting iptables rules" if found else "no iptables on PATH, off")
+            return "iptables" if found else None
+        for name in AUTO_ORDER:
+            if self._available(name):
+                log.info("netfilter: backend %s (%s)", name, AUTO_WHY[name])
+                return name
+            log.debug("netfilter: backend %s is not usable here", name)
+        log.info("netfilter: neither nft nor iptables works here, netfilter accounting off")
+        return None
+
+    def _available(self, name: str) -> bool:
+        if name == "iptables":
+            return self.runner.which("iptables") is not None
+        return NftablesRules(self.runner).available()
+
+    def _backend(self, name: str) -> Backend:
+        return self.iptables() if name == "iptables" else NftablesRules(self.runner)
+
+    def rules(self) -> Backend:
+        """The netfilter backend in use (raises CommandError where its tools do not work)."""
+        name = self.backend_name()
+        if name is None:
+            raise ValueError("netfilter accounting is off")
+        return self._backend(name)
+
+    def iptables(self) -> IptablesRules:
         if self._xtables is None:
             self._xtables = xtables.detect(self.runner)
             log.debug("iptables %s (%s)", self._xtables.version, self._xtables.variant)
         return IptablesRules(self.runner, self._xtables)
 
+    def remove_rules(self, names: Sequence[str] = BACKENDS) -> int:
+        """Remove every object of the named backends; returns the number of changes."""
+        changes = 0
+        for name in names:
+            if self._available(name):
+                backend = self._backend(name)
+                if backend.installed():
+                    changes += backend.remove()
+        return changes
+
     def sync_rules(self, inventory: Optional[Inventory] = None) -> int:
-        """Install or update our rules for the inventory; returns the number of changes."""
+        """Install or update our rules for the inventory; returns the number of changes.
+
+        Objects of any other backend are removed first: one host, one backend.
+        """
         if inventory is None:
             inventory = self.discover_once()
+        backend = self.rules()
+        others = [name for name in BACKENDS if name != backend.name]
+        removed = self.remove_rules(others)
+        if removed:
+            log.info("netfilter: removed the objects of the other backends (%d changes)", removed)
         nf = self.config.netfilter
-        result = self.rules().sync(inventory.ips(), self.config.classes, nf.host_traffic)
-        stamps = {(family, chain): stamp for family, chain, stamp in result.epochs}
-        # Readings of chains stamped again after a zeroing keep counting from where they are.
-        for r in self._iptables_readings:
-            stamp = stamps.get((_family_of(r.ip), counting_chain(r.direction, r.klass)))
-            if stamp is not None:
-                self.accumulator.restamped("iptables", r.counter, stamp)
-        for direction, klass, ip in result.created:
-            stamp = stamps.get((_family_of(ip), counting_chain(direction, klass)))
-            self.accumulator.started("iptables", ("managed", direction, klass, ip), stamp)
-        return result.changes
+        result = backend.sync(inventory.ips(), self.config.classes, nf.host_traffic)
+        # Counters whose epoch was stamped again keep counting from where they are.
+        for r in self._nf_readings:
+            if r.group in result.restamped:
+                self.accumulator.restamped(backend.name, r.counter, result.restamped[r.group])
+        for counter, epoch in result.created:
+            self.accumulator.started(backend.name, counter, epoch)
+        return removed + result.changes
 
     # -- reading ------------------------------------------------------------
 
@@ -253,11 +305,9 @@ class Exporter:
     def _poll(self) -> Snapshot:
         timed = _Timed()
         inventory = self._discover(timed)
-        backend = self.backend_name()
-        if backend == "iptables":
-            timed.run("iptables", lambda: self._read_iptables(inventory))
-        elif self.config.netfilter.backend == "iptables":
-            timed.run("iptables", _missing("iptables is not installed (not on PATH)"))
+        name = self.backend_name()
+        if name is not None:
+            timed.run(name, lambda: self._read_netfilter(str(name), inventory))
         for source in self.kernel_sources:
             timed.run(source.name, lambda source=source: self._read_kernel(source, inventory))  # type: ignore[misc]
         if self.interfaces is not None:
@@ -361,22 +411,29 @@ class Exporter:
                 out.append(ContainerSeries(veid, int(klass), direction, family, nbytes, packets))
         return tuple(out)
 
-    def _read_iptables(self, inventory: Inventory) -> None:
+    def _read_netfilter(self, name: str, inventory: Inventory) -> None:
         nf = self.config.netfilter
-        rules = self.rules()
-        source = IptablesSource(self.runner, adopted=not nf.manage_rules, xtables=rules.xtables)
-        read = source.read()
-        # Account what the rules hold before any change: a rule the sync deletes
-        # keeps what it counted up to this read.
-        self._account_iptables(read.readings, inventory)
-        if self.keep_rules and not rules.in_sync(
-            read.tables, inventory.ips(), self.config.classes, nf.host_traffic
+        if name == "iptables" and self.runner.which("iptables") is None:
+            raise SourceFailed("iptables is not installed (not on PATH)")
+        if not nf.manage_rules:
+            adopted = IptablesSource(self.runner, adopted=True).read()
+            self._account_netfilter(name, adopted.readings, inventory)
+            return
+        backend = self.rules()
+        current, readings = backend.read()
+        # Account what the kernel holds before any change: a counter the sync
+        # deletes keeps what it counted up to this read.
+        self._account_netfilter(name, readings, inventory)
+        if self.keep_rules and not backend.in_sync(
+            current, inventory.ips(), self.config.classes, nf.host_traffic
         ):
             changes = self.sync_rules(inventory)
-            log.info("iptables: accounting rules were missing, stale or zeroed; %d changes applied", changes)
-            self._account_iptables(source.read().readings, inventory)
+            log.info(
+                "%s: accounting objects were missing, stale or zeroed; %d changes applied", name, changes
+            )
+            self._account_netfilter(name, backend.read()[1], inventory)
 
-    def _account_iptables(self, readings: list[IpReading], inventory: Inventory) -> None:
+    def _account_netfilter(self, name: str, readings: list[IpReading], inventory: Inventory) -> None:
         observations = []
         for r in readings:
             veid = inventory.owners.get(r.ip)
@@ -384,8 +441,8 @@ class Exporter:
             # gets only what it counts from then on.
             key = None if veid is None else (IP_SERIES, veid, r.ip, str(r.klass), r.direction)
             observations.append(Observation(r.counter, key, r.packets, r.bytes, epoch=r.epoch))
-        self._account("iptables", observations)
-        self._iptables_readings = readings
+        self._account(name, observations)
+        self._nf_readings = readings
 
 
 def _family_of(ip: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,24 +38,38 @@ def _require_root_and_tools() -> None:
             pytest.skip(f"{tool} is not installed")
 
 
-@pytest.fixture(params=["legacy", "nft"])
-def variant(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A PATH directory whose iptables* commands are the variant under test."""
+def _bindir(tmp_path: Path, variant: str) -> str:
+    """A PATH directory whose iptables* commands are the given variant."""
     _require_root_and_tools()
-    bindir = tmp_path / f"bin-{request.param}"
+    bindir = tmp_path / f"bin-{variant}"
     bindir.mkdir()
     for base in ("iptables", "ip6tables"):
         for suffix in ("", "-save", "-restore"):
-            target = shutil.which(f"{base}-{request.param}{suffix}")
-            assert target, f"{base}-{request.param}{suffix} missing"
+            target = shutil.which(f"{base}-{variant}{suffix}")
+            assert target, f"{base}-{variant}{suffix} missing"
             (bindir / f"{base}{suffix}").symlink_to(target)
-    yield str(bindir)
+    return str(bindir)
+
+
+@pytest.fixture(params=["legacy", "nft"])
+def variant(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The iptables variant under test (for the iptables backend)."""
+    yield _bindir(tmp_path, request.param)
+
+
+# (netfilter backend, iptables variant of the node's tools)
+SETUPS = {
+    "iptables-legacy": ("iptables", "legacy"),
+    "iptables-nft": ("iptables", "nft"),
+    "nftables": ("nftables", "nft"),
+}
 
 
 class NodeLab(Lab):
     """A lab plus the helpers to run the exporter and iptables on its node."""
 
     bindir: str = ""
+    backend: str = "iptables"  # the netfilter backend the tests configure
     workdir: Path = Path()
     path: Optional[str] = None  # a PATH of the test's choosing for the exporter
 
@@ -74,6 +89,11 @@ class NodeLab(Lab):
         if check and proc.returncode != 0:
             raise AssertionError(f"{argv} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
+
+    def firewall(self) -> str:
+        """Everything in the node's firewall, without counters: iptables, ip6tables and nft."""
+        parts = [self.save("ipv4"), self.save("ipv6"), self.node_cmd("nft", "list", "ruleset").stdout]
+        return re.sub(r"counter packets \d+ bytes \d+", "counter", "\n".join(parts))
 
     def iptables(self, family: str, *args: str) -> str:
         return self.node_cmd("iptables" if family == "ipv4" else "ip6tables", "-w", *args).stdout
@@ -99,7 +119,8 @@ class NodeLab(Lab):
             ],
             "state": {"poll_interval": "1s", "file": str(self.state_file)},
         }
-        data.update(sections)
+        netfilter = {"backend": self.backend, **sections.pop("netfilter", {})}  # type: ignore[dict-item]
+        data.update(sections, netfilter=netfilter)
         path = self.workdir / f"config-{next(_serial)}.yaml"
         path.write_text(yaml.safe_dump(data))
         return str(path)
@@ -171,10 +192,11 @@ def parse_ip_series(text: str) -> dict[tuple[str, ...], float]:
     return out
 
 
-def _lab(bindir: str, workdir: Path) -> Iterator[NodeLab]:
+def _lab(bindir: str, workdir: Path, backend: str = "iptables") -> Iterator[NodeLab]:
     prefix = f"vzt{os.getpid() % 10000}x{next(_serial)}-"
     node_lab = NodeLab(prefix)
     node_lab.bindir = bindir
+    node_lab.backend = backend
     node_lab.workdir = workdir
     try:
         node_lab.build(default_containers(prefix))
@@ -184,9 +206,18 @@ def _lab(bindir: str, workdir: Path) -> Iterator[NodeLab]:
         assert leftover_namespaces(prefix) == []
 
 
+@pytest.fixture(params=list(SETUPS))
+def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NodeLab]:
+    """A lab for every netfilter backend (and both iptables variants)."""
+    backend, variant = SETUPS[request.param]
+    if backend == "nftables" and shutil.which("nft") is None:
+        pytest.skip("nft is not installed")
+    yield from _lab(_bindir(tmp_path, variant), tmp_path, backend)
+
+
 @pytest.fixture
-def lab(variant: str, tmp_path: Path) -> Iterator[NodeLab]:
-    """A lab whose node uses the iptables variant under test."""
+def iptables_lab(variant: str, tmp_path: Path) -> Iterator[NodeLab]:
+    """A lab for what only the iptables backend has (adopted rules, iptables -Z)."""
     yield from _lab(variant, tmp_path)
 
 

@@ -130,7 +130,7 @@ def test_sources_survive_an_unexpected_bug(monkeypatch: pytest.MonkeyPatch) -> N
     def boom(*args: object) -> None:
         raise KeyError("bug")
 
-    monkeypatch.setattr(exporter, "_read_iptables", boom)
+    monkeypatch.setattr(exporter, "_read_netfilter", boom)
     snap = exporter.poll()
     assert {s.name: s.up for s in snap.statuses} == {"static": True, "iptables": False}
 

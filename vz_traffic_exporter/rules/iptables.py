@@ -28,11 +28,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
+from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
 from ..netfilter import layout
 from ..netfilter.iptables_save import SavedTable, parse_iptables_save
 from ..netfilter.xtables import FAMILIES, LEGACY, Xtables
 from ..runner import Runner
+from ..sources import IpReading
+from ..sources.iptables import IptablesSource, epoch_group
+from . import SyncResult
 
 log = logging.getLogger(__name__)
 
@@ -360,13 +364,6 @@ def _cidr(value: str) -> str:
 # --- the backend ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SyncResult:
-    changes: int
-    created: tuple[tuple[str, int, str], ...]  # new counting rules (direction, class, ip)
-    epochs: tuple[tuple[str, str, int], ...] = ()  # (family, counting chain, stamp) set by this sync
-
-
 class IptablesRules:
     name = "iptables"
 
@@ -383,17 +380,26 @@ class IptablesRules:
 
     def sync(self, ips: Iterable[str], classes: ClassTable, host_traffic: bool) -> SyncResult:
         ips = list(ips)
-        changes, created, epochs = 0, [], []
+        changes = 0
+        created: list[tuple[CounterKey, Optional[int]]] = []
+        restamped: dict[str, int] = {}
         for family in FAMILIES:
             want = desired(family, ips, classes, host_traffic)
-            ops = plan(self.current(family), want, markers=self.xtables.sets_counters(family))
+            current = self.current(family)
+            ops = plan(current, want, markers=self.xtables.sets_counters(family))
             if ops:
                 log.info("%s: applying %d rule changes", family, len(ops))
                 self.writer.apply(family, ops)
             changes += len(ops)
-            created += new_counting_rules(ops)
-            epochs += [(family, chain, stamp) for chain, stamp in new_epochs(ops).items()]
-        return SyncResult(changes, tuple(created), tuple(epochs))
+            stamps = new_epochs(ops)
+            new_chains = {op.chain for op in ops if op.action == "new"}
+            for chain, stamp in stamps.items():
+                if chain not in new_chains:  # a marker set again: the counters go on
+                    restamped[epoch_group(family, chain)] = stamp
+            for direction, klass, ip in new_counting_rules(ops):
+                stamp_of_chain = stamps.get(layout.counting_chain(direction, klass))
+                created.append((("managed", direction, klass, ip), stamp_of_chain))
+        return SyncResult(changes, tuple(created), restamped)
 
     def in_sync(
         self, tables: dict[str, SavedTable], ips: Sequence[str], classes: ClassTable, host_traffic: bool
@@ -407,6 +413,16 @@ class IptablesRules:
             )
             for family in FAMILIES
         )
+
+    def read(self) -> tuple[dict[str, SavedTable], list[IpReading]]:
+        read = IptablesSource(self.runner, adopted=False, xtables=self.xtables).read()
+        return read.tables, read.readings
+
+    def available(self) -> bool:
+        return self.runner.which("iptables") is not None
+
+    def installed(self) -> bool:
+        return any(layout.is_ours(chain) for family in FAMILIES for chain in self.current(family).policies)
 
     def remove(self) -> int:
         changes = 0

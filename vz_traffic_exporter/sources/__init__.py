@@ -24,7 +24,8 @@ class IpReading:
     direction: str  # "in" = received by the container, "out" = sent by it
     packets: int
     bytes: int
-    epoch: int | None = None  # the incarnation of the rule's chain, when it is known
+    epoch: int | None = None  # the incarnation of the counter, when the backend can tell
+    group: str = ""  # counters that share one epoch (a chain, a table)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,11 @@ def epochs(table: SavedTable, markers: bool) -> dict[str, int]:
     return found
 
 
-def managed_readings(table: SavedTable, markers: bool = True) -> list[IpReading]:
+def epoch_group(family: str, chain: str) -> str:
+    return f"{family} {chain}"
+
+
+def managed_readings(table: SavedTable, markers: bool = True, family: str = "ipv4") -> list[IpReading]:
     stamps = epochs(table, markers)
     readings = []
     for rule in table.rules:
@@ -50,7 +54,8 @@ def managed_readings(table: SavedTable, markers: bool = True) -> list[IpReading]
         if ip is not None:
             counter = ("managed", direction, klass, ip)
             epoch = stamps.get(rule.chain)
-            readings.append(IpReading(counter, ip, klass, direction, rule.packets, rule.bytes, epoch))
+            group = epoch_group(family, rule.chain)
+            readings.append(IpReading(counter, ip, klass, direction, rule.packets, rule.bytes, epoch, group))
     return readings
 
 
@@ -125,5 +130,5 @@ class IptablesSource:
                 readings += adopted_readings(family, table)
             else:
                 markers = self.xtables.sets_counters(family) if self.xtables else False
-                readings += managed_readings(table, markers)
+                readings += managed_readings(table, markers, family)
         return IptablesRead(tables, readings)

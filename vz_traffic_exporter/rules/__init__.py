@@ -1,0 +1,49 @@
+"""Netfilter backends: the only code that changes the firewall.
+
+Each backend (``iptables``, ``nftables``) keeps its accounting objects as data,
+diffs them against what the kernel holds, applies the difference in one
+transaction, and reads the counters back as :class:`~..sources.IpReading`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol
+
+from ..accounting import CounterKey
+from ..discovery.classes import ClassTable
+from ..sources import IpReading
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    changes: int
+    # Counters the sync made: they start from zero, in the epoch given (None: read it later).
+    created: tuple[tuple[CounterKey, Optional[int]], ...] = ()
+    # Epoch groups stamped again without touching their counters: group -> new epoch.
+    restamped: dict[str, int] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+
+    def available(self) -> bool:
+        """Whether this backend can work here (for ``backend: auto``)."""
+        ...
+
+    def read(self) -> tuple[Any, list[IpReading]]:
+        """What the kernel holds now, as the backend's own data, and its counters."""
+        ...
+
+    def in_sync(self, current: Any, ips: Sequence[str], classes: ClassTable, host_traffic: bool) -> bool: ...
+
+    def sync(self, ips: Iterable[str], classes: ClassTable, host_traffic: bool) -> SyncResult: ...
+
+    def installed(self) -> bool:
+        """Whether any object of this backend is in the kernel."""
+        ...
+
+    def remove(self) -> int: ...
+
+    def show(self) -> str: ...
