@@ -65,6 +65,13 @@ def test_no_file_means_built_in_defaults(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ),
         ("netfilter: {host_traffic: 'yes'}\n", ["netfilter.host_traffic: must be true or false, not 'yes'"]),
         (
+            "netfilter: {backend: nftables, manage_rules: false}\n",
+            [
+                "netfilter.manage_rules: false adopts the operator's own iptables rules; backend 'nftables' "
+                "has none to adopt (use backend iptables or auto)"
+            ],
+        ),
+        (
             "network_classes: [{id: 16, networks: [198.51.100.0/24]}]\n",
             ["network_classes[0].id: must be a class number 0..15, not 16"],
         ),
