@@ -34,7 +34,6 @@ KERNEL_SOURCES = ("venetstat", "vznetstat", "nft_counters", "interfaces")
 # What this version implements; the rest of the contract's names are accepted
 # by the schema and refused with a clear message.
 IMPLEMENTED_DISCOVERY = DISCOVERY_SOURCES
-IMPLEMENTED_BACKENDS = ("auto", "iptables", "nftables", "off")
 
 
 class ConfigError(Exception):
@@ -373,9 +372,6 @@ def _classes(c: _Checker, raw: Any, classes_file: Optional[str] = None) -> Class
 def _netfilter(c: _Checker, raw: Any) -> NetfilterConfig:
     section = c.mapping(raw, "netfilter", ("backend", "manage_rules", "host_traffic"))
     backend = c.choice(section.get("backend"), "netfilter.backend", BACKENDS, "auto")
-    if backend not in IMPLEMENTED_BACKENDS:
-        c.problem("netfilter.backend", f"backend {backend!r} is not supported by this version")
-        backend = "auto"
     manage = c.boolean(section.get("manage_rules"), "netfilter.manage_rules", True)
     if not manage and backend in ("ipset", "nftables"):
         c.problem(

@@ -26,6 +26,7 @@ from .discovery import Container, Inventory
 from .discovery.classes import ClassTable
 from .netfilter import xtables
 from .rules import Backend
+from .rules.ipset import IpsetRules
 from .rules.iptables import IptablesRules
 from .rules.nftables import NftablesRules
 from .runner import CommandError, Runner
@@ -39,11 +40,12 @@ from .state import StateFile, read_boot_id
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("nftables", "iptables")  # every netfilter backend, for removal
-AUTO_ORDER = ("nftables", "iptables")  # backend: auto takes the first that works
+BACKENDS = ("nftables", "ipset", "iptables")  # every netfilter backend, for removal
+AUTO_ORDER = BACKENDS  # backend: auto takes the first that works
 AUTO_WHY = {
     "nftables": "nft works: set lookups, constant cost per packet",
-    "iptables": "no working nft; one rule per address and class",
+    "ipset": "no working nft, ipset works: set lookups, constant cost per packet",
+    "iptables": "neither nft nor ipset works: one rule per address and class",
 }
 _UNDECIDED = object()
 
@@ -216,10 +218,12 @@ class Exporter:
     def _available(self, name: str) -> bool:
         if name == "iptables":
             return self.runner.which("iptables") is not None
-        return NftablesRules(self.runner).available()
+        return self._backend(name).available()
 
     def _backend(self, name: str) -> Backend:
-        return self.iptables() if name == "iptables" else NftablesRules(self.runner)
+        if name == "iptables":
+            return self.iptables()
+        return IpsetRules(self.runner) if name == "ipset" else NftablesRules(self.runner)
 
     def rules(self) -> Backend:
         """The netfilter backend in use (raises CommandError where its tools do not work)."""

@@ -1,0 +1,310 @@
+"""The ``ipset`` backend: a few iptables rules that match sets with counters.
+
+Compare by hand with ``ipset save`` and ``iptables-save | grep VZTSET``.
+Per family, direction and class, a ``hash:ip`` set of container addresses
+with per-element ``counters`` (``vztraffic4-out-1``: IPv4 addresses sending
+to class 1), and per non-zero class a ``hash:net`` set of its networks made
+disjoint (:meth:`ClassTable.disjoint_ranges`), so the class rule is exact.
+Per family, a constant number of rules, whatever the number of containers::
+
+    FORWARD -> VZTSET-FORWARD -> VZTSET-OUT, VZTSET-IN
+    VZTSET-OUT: -m set --match-set vztraffic4-net-1 dst -m set --match-set vztraffic4-out-1 src -j RETURN
+                ...one rule per non-zero class...
+                -m set --match-set vztraffic4-out-0 src -j RETURN
+
+INPUT and OUTPUT hook in with ``host_traffic``.  Elements are added and
+deleted in place (one ``ipset restore``), so every other element keeps its
+counter, and a set holding counters is never re-created; the network sets,
+which count nothing, are refilled by ``swap``, atomically.  Each element
+carries its creation time as its comment: its epoch.  Chains are named
+``VZTSET-*`` and sets ``vztraffic*``; nothing else is ours.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..accounting import CounterKey
+from ..discovery.classes import ClassTable
+from ..netfilter.iptables_save import SavedTable, parse_iptables_save
+from ..netfilter.xtables import FAMILIES, Xtables
+from ..runner import CommandError, Runner
+from ..sources import IpReading
+from . import SyncResult
+
+log = logging.getLogger(__name__)
+
+SET_PREFIX = "vztraffic"
+CHAIN_PREFIX = "VZTSET-"
+HOOKS = {"FORWARD": ("OUT", "IN"), "INPUT": ("OUT",), "OUTPUT": ("IN",)}
+MAXELEM = 262144
+_COUNTING = re.compile(rf"^{SET_PREFIX}([46])-(out|in)-(\d+)$")
+
+
+def counting_set(direction: str, version: int, klass: int) -> str:
+    return f"{SET_PREFIX}{version}-{direction}-{klass}"
+
+
+def net_set(version: int, klass: int) -> str:
+    return f"{SET_PREFIX}{version}-net-{klass}"
+
+
+def parse_counting_set(name: str) -> Optional[tuple[str, int, int]]:
+    """(direction, IP version, class) of one of our counting sets, or None."""
+    m = _COUNTING.match(name)
+    return (m.group(2), int(m.group(1)), int(m.group(3))) if m else None
+
+
+def _version(family: str) -> int:
+    return 4 if family == "ipv4" else 6
+
+
+@dataclass(frozen=True)
+class Wanted:
+    counting: dict[str, frozenset[str]]  # set -> container addresses
+    nets: dict[str, frozenset[str]]  # set -> CIDRs of one class
+    chains: dict[str, dict[str, tuple[str, ...]]]  # family -> chain -> rule specs
+    jumps: dict[str, tuple[str, ...]]  # family -> built-in chains that jump to ours
+
+
+def desired(ips: Iterable[str], classes: ClassTable, host_traffic: bool) -> Wanted:
+    addresses: dict[int, set[str]] = {4: set(), 6: set()}
+    for ip in ips:
+        addresses[ipaddress.ip_address(ip).version].add(ip)
+    counting: dict[str, frozenset[str]] = {}
+    nets: dict[str, frozenset[str]] = {}
+    chains: dict[str, dict[str, tuple[str, ...]]] = {}
+    jumps: dict[str, tuple[str, ...]] = {}
+    for family in FAMILIES:
+        version = _version(family)
+        by_class: dict[int, list[str]] = {}
+        for first, last, klass in classes.disjoint_ranges(version):
+            by_class.setdefault(klass, []).extend(
+                str(net) for net in ipaddress.summarize_address_range(first, last)
+            )
+        for klass, cidrs in by_class.items():
+            nets[net_set(version, klass)] = frozenset(cidrs)
+        rules: dict[str, tuple[str, ...]] = {}
+        for direction, peer, own in (("out", "dst", "src"), ("in", "src", "dst")):
+            for klass in classes.ids():
+                counting[counting_set(direction, version, klass)] = frozenset(addresses[version])
+            specs = [
+                f"-m set --match-set {net_set(version, k)} {peer} "
+                f"-m set --match-set {counting_set(direction, version, k)} {own} -j RETURN"
+                for k in sorted(by_class)
+            ]
+            specs.append(f"-m set --match-set {counting_set(direction, version, 0)} {own} -j RETURN")
+            rules[f"{CHAIN_PREFIX}{direction.upper()}"] = tuple(specs)
+        hooked = tuple(h for h in HOOKS if h == "FORWARD" or host_traffic)
+        for hook in hooked:
+            rules[f"{CHAIN_PREFIX}{hook}"] = tuple(f"-j {CHAIN_PREFIX}{d}" for d in HOOKS[hook])
+        chains[family] = rules
+        jumps[family] = hooked
+    return Wanted(counting, nets, chains, jumps)
+
+
+@dataclass
+class IpsetState:
+    type: str
+    elements: dict[str, tuple[int, int, Optional[int]]]  # element -> (packets, bytes, stamp)
+
+
+@dataclass
+class Current:
+    sets: dict[str, IpsetState] = field(default_factory=dict)  # ours only
+    tables: dict[str, SavedTable] = field(default_factory=dict)  # family -> filter table
+
+
+_ADD = re.compile(r'^add (\S+) (\S+)(?: packets (\d+) bytes (\d+))?(?: comment "([^"]*)")?')
+
+
+def parse_ipset_save(text: str, where: str = "ipset save") -> dict[str, IpsetState]:
+    """Our sets in ``ipset save`` output, with their elements and counters."""
+    sets: dict[str, IpsetState] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words or not words[1:] or not words[1].startswith(SET_PREFIX):
+            continue
+        if words[0] == "create":
+            sets[words[1]] = IpsetState(words[2] if len(words) > 2 else "", {})
+        elif words[0] == "add":
+            m = _ADD.match(line)
+            if m is None or m.group(1) not in sets:
+                raise ValueError(f"{where}: line {number}: unexpected {line!r}")
+            packets, nbytes, comment = m.group(3), m.group(4), m.group(5)
+            stamp = int(comment) if comment and comment.isdigit() else None
+            element = m.group(2)
+            if sets[m.group(1)].type == "hash:net":
+                element = ipaddress.ip_network(element).with_prefixlen
+            else:
+                element = str(ipaddress.ip_address(element))
+            sets[m.group(1)].elements[element] = (int(packets or 0), int(nbytes or 0), stamp)
+    return sets
+
+
+def readings(sets: dict[str, IpsetState]) -> list[IpReading]:
+    out = []
+    for name, state in sets.items():
+        parsed = parse_counting_set(name)
+        if parsed is None:
+            continue
+        direction, _, klass = parsed
+        for ip, (packets, nbytes, stamp) in state.elements.items():
+            counter = ("ipset", direction, klass, ip)
+            out.append(IpReading(counter, ip, klass, direction, packets, nbytes, stamp, name))
+    return out
+
+
+def plan_sets(current: dict[str, IpsetState], want: Wanted, stamp: int) -> tuple[list[str], list[str]]:
+    """(``ipset restore`` lines to run before the rules change, set names to destroy after)."""
+    lines: list[str] = []
+    for name, elements in want.counting.items():
+        family = "inet" if name[len(SET_PREFIX)] == "4" else "inet6"
+        have = current.get(name)
+        if have is None:
+            lines.append(f"create {name} hash:ip family {family} counters comment maxelem {MAXELEM}")
+            have = IpsetState("hash:ip", {})
+        lines += [f"del {name} {ip}" for ip in sorted(set(have.elements) - elements)]
+        lines += [f'add {name} {ip} comment "{stamp}"' for ip in sorted(elements - set(have.elements))]
+    for name, cidrs in want.nets.items():
+        family = "inet" if name[len(SET_PREFIX)] == "4" else "inet6"
+        have = current.get(name)
+        if have is not None and set(have.elements) == cidrs:
+            continue
+        fresh = name if have is None else f"{name}-new"
+        lines.append(f"create {fresh} hash:net family {family} maxelem {MAXELEM}")
+        lines += [f"add {fresh} {cidr}" for cidr in sorted(cidrs)]
+        if have is not None:  # filled aside, then swapped in: no moment without it
+            lines += [f"swap {fresh} {name}", f"destroy {fresh}"]
+    wanted = set(want.counting) | set(want.nets)
+    return lines, sorted(name for name in current if name not in wanted)
+
+
+def plan_rules(table: SavedTable, chains: dict[str, tuple[str, ...]], hooks: Sequence[str]) -> list[str]:
+    """``iptables-restore --noflush`` lines for one family ([] when in sync)."""
+    lines: list[str] = []
+    ours = [c for c in table.policies if c.startswith(CHAIN_PREFIX)]
+    lines += [f":{chain} - [0:0]" for chain in chains if chain not in table.policies]
+    for chain, specs in chains.items():
+        if [r.spec for r in table.chain_rules(chain)] != list(specs):
+            lines.append(f"-F {chain}")
+            lines += [f"-A {chain} {spec}" for spec in specs]
+    for hook in HOOKS:
+        jump = f"-j {CHAIN_PREFIX}{hook}"
+        have = [r.spec for r in table.chain_rules(hook) if r.spec.startswith(f"-j {CHAIN_PREFIX}")]
+        keep = [jump] if hook in hooks else []
+        extra = list(have)
+        for spec in keep:
+            if spec in extra:
+                extra.remove(spec)
+        lines += [f"-D {hook} {spec}" for spec in extra]
+        if keep and jump not in have:
+            lines.append(f"-I {hook} 1 {jump}")
+    obsolete = [c for c in ours if c not in chains]
+    lines += [f"-F {c}" for c in obsolete] + [f"-X {c}" for c in obsolete]
+    return lines
+
+
+class IpsetRules:
+    name = "ipset"
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def available(self) -> bool:
+        if self.runner.which("ipset") is None or self.runner.which("iptables") is None:
+            return False
+        try:
+            self.runner.run(("ipset", "list", "-n"))
+        except CommandError:  # not permitted, or no ip_set in this kernel
+            return False
+        return True
+
+    def current(self) -> Current:
+        sets = parse_ipset_save(self.runner.run(("ipset", "save")))
+        tables = {}
+        for family in FAMILIES:
+            text = self.runner.run((Xtables.program(family, "save"), "-t", "filter"))
+            tables[family] = parse_iptables_save(text).get("filter", SavedTable("filter"))
+        return Current(sets, tables)
+
+    def read(self) -> tuple[Current, list[IpReading]]:
+        current = self.current()
+        return current, readings(current.sets)
+
+    def _plan(
+        self, current: Current, want: Wanted, stamp: int
+    ) -> tuple[list[str], list[str], dict[str, list[str]]]:
+        set_lines, destroy = plan_sets(current.sets, want, stamp)
+        rule_lines = {
+            family: plan_rules(
+                current.tables.get(family, SavedTable("filter")), want.chains[family], want.jumps[family]
+            )
+            for family in FAMILIES
+        }
+        return set_lines, destroy, rule_lines
+
+    def in_sync(self, current: Current, ips: Sequence[str], classes: ClassTable, host_traffic: bool) -> bool:
+        set_lines, destroy, rule_lines = self._plan(current, desired(ips, classes, host_traffic), 0)
+        return not set_lines and not destroy and not any(rule_lines.values())
+
+    def sync(self, ips: Iterable[str], classes: ClassTable, host_traffic: bool) -> SyncResult:
+        stamp = time.time_ns()
+        want = desired(ips, classes, host_traffic)
+        current = self.current()
+        set_lines, destroy, rule_lines = self._plan(current, want, stamp)
+        if set_lines:
+            self.runner.run(("ipset", "restore"), stdin="\n".join(set_lines) + "\n")
+        for family, lines in rule_lines.items():
+            if lines:
+                text = "\n".join(["*filter", *lines, "COMMIT", ""])
+                self.runner.run((Xtables.program(family, "restore"), "-w", "5", "--noflush"), stdin=text)
+        for name in destroy:
+            self.runner.run(("ipset", "destroy", name))
+        changes = len(set_lines) + len(destroy) + sum(len(lines) for lines in rule_lines.values())
+        if changes:
+            log.info("ipset: applied %d changes", changes)
+        created: list[tuple[CounterKey, Optional[int]]] = []
+        for name, elements in want.counting.items():
+            parsed = parse_counting_set(name)
+            assert parsed is not None
+            have = current.sets.get(name)
+            for ip in sorted(elements - set(have.elements if have else ())):
+                created.append((("ipset", parsed[0], parsed[2], ip), stamp))
+        return SyncResult(changes, tuple(created))
+
+    def installed(self) -> bool:
+        current = self.current()
+        return bool(current.sets) or any(
+            c.startswith(CHAIN_PREFIX) for table in current.tables.values() for c in table.policies
+        )
+
+    def remove(self) -> int:
+        current = self.current()
+        changes = 0
+        for family in FAMILIES:
+            lines = plan_rules(current.tables.get(family, SavedTable("filter")), {}, ())
+            if lines:
+                text = "\n".join(["*filter", *lines, "COMMIT", ""])
+                self.runner.run((Xtables.program(family, "restore"), "-w", "5", "--noflush"), stdin=text)
+                changes += len(lines)
+        for name in current.sets:
+            self.runner.run(("ipset", "destroy", name))
+            changes += 1
+        return changes
+
+    def show(self) -> str:
+        out = []
+        for family in FAMILIES:
+            text = self.runner.run((Xtables.program(family, "save"), "-c", "-t", "filter"))
+            out.append(f"# {Xtables.program(family)}")
+            out += [line for line in text.splitlines() if CHAIN_PREFIX in line]
+        out.append("# ipset")
+        out += [line for line in self.runner.run(("ipset", "save")).splitlines() if f" {SET_PREFIX}" in line]
+        return "\n".join(out) + "\n"
