@@ -35,8 +35,9 @@ integration: deps venv
 test: deps venv lint typecheck
 	$(BIN)/pytest -q -rs
 
-bench: venv
+bench: deps venv
 	$(BIN)/python bench/state_bench.py
+	$(BIN)/python bench/netfilter_bench.py
 
 demo: deps venv
 	$(BIN)/python -m netlab.demo

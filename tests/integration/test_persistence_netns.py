@@ -283,3 +283,22 @@ def test_a_container_discovery_missed_for_a_while_resumes_its_series(lab: NodeLa
     got = ledger.scrape()
     ledger.check(got)
     assert got[resets(lab)] == 0
+
+
+def test_switching_backends_removes_the_old_objects_and_keeps_the_totals(iptables_lab: NodeLab) -> None:
+    lab = iptables_lab
+    ledger = Ledger(lab)
+    ct = lab.containers[0]
+    for backend in ("iptables", "ipset", "nftables", "iptables"):
+        lab.backend = backend
+        config = lab.write_config(lab.containers, state={**RARE, "file": str(lab.state_file)})
+        server = lab.start_serve(config)
+        traffic(ledger, ct, 2)
+        got = ledger.scrape()
+        ledger.check(got)  # one series per address, whichever backend counted it
+        firewall = lab.firewall()
+        assert ("VZTRAFFIC-FORWARD" in firewall) == (backend == "iptables")
+        assert ("VZTSET-FORWARD" in firewall) == (backend == "ipset")
+        assert ("vztraffic4-out-0" in firewall) == (backend == "ipset")
+        assert ("table inet vz_traffic" in firewall) == (backend == "nftables")
+        assert stop(server) == 0

@@ -1,0 +1,198 @@
+"""Netfilter backends at scale, measured side by side in one run (needs root).
+
+    python bench/netfilter_bench.py [--containers 1000 10000] [--backends iptables ipset nftables]
+
+For each number of containers (one IPv4 address each, two classes) and each
+backend, on a namespace lab (a node forwarding between a peer and container
+101; every other container is an address from the benchmarking range
+198.18.0.0/15 that only appears in rules and sets, never in traffic):
+
+- full sync: ``rules sync`` of every container, from nothing (the command as an
+  operator runs it, Python start included);
+- one-container change: ``rules sync`` with one container more;
+- scrape: ``GET /metrics`` of a running exporter / the bare kernel dump of the
+  same counters (``iptables-save -c``, ``ipset save``, ``nft -j list table``),
+  each the best of five;
+- exporter peak RSS (VmHWM) after the scrapes;
+- datapath: packets/s of 64-byte frames (UDP, 22 bytes of payload) forwarded
+  from the peer to container 101, received as iperf3 counts them, with the
+  accounting / without any (measured before the sync and after the removal;
+  the lower of the two is the baseline).
+
+Prints one table; docs/benchmarks.md keeps the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from netlab.lab import CLASS_NETWORKS, PEERS, Lab, default_containers  # noqa: E402
+
+EXPORTER = [sys.executable, "-m", "vz_traffic_exporter"]
+DUMPS = {
+    "iptables": ["iptables-save", "-c", "-t", "filter"],
+    "ipset": ["ipset", "save"],
+    "nftables": ["nft", "-j", "list", "table", "inet", "vz_traffic"],
+}
+FAKE = ipaddress.IPv4Address("198.18.0.1")
+PORT = 10057
+
+
+def config(path: Path, lab: Lab, count: int, backend: str, state: Path) -> str:
+    real = lab.containers[0]
+    static = [{"veid": real.veid, "name": real.name, "ips": [real.ipv4]}]
+    static += [{"veid": str(1000 + i), "ips": [str(FAKE + i)]} for i in range(count - 1)]
+    data = {
+        "containers": {"static": static, "discovery": ["static"]},
+        "network_classes": [
+            {"id": 1, "name": "peering", "networks": CLASS_NETWORKS[1]},
+            {"id": 0, "name": "local", "networks": CLASS_NETWORKS[0]},
+        ],
+        "netfilter": {"backend": backend},
+        "kernel": {"venetstat": False, "vznetstat": False, "nft_counters": False, "interfaces": False},
+        "state": {"file": str(state), "poll_interval": "1h"},
+    }
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def timed(lab: Lab, *argv: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(["ip", "netns", "exec", lab.node, *argv], check=True, capture_output=True, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def best(times: int, lab: Lab, *argv: str) -> float:
+    return min(timed(lab, *argv) for _ in range(times))
+
+
+def pps(lab: Lab, seconds: float) -> float:
+    """Frames/s the container received from a saturating UDP sender on the peer."""
+    real = lab.containers[0]
+    server = lab.spawn(real.ns, "iperf3", "-s", "-1", "-B", real.ipv4, stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        client = ["iperf3", "-c", real.ipv4, "-B", PEERS["peering"][0], "-u", "-b", "0", "-l", "22"]
+        out = subprocess.run(
+            ["ip", "netns", "exec", lab.peer, *client, "-t", str(seconds), "-J"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    finally:
+        server.wait(10)
+    end = json.loads(out)["end"]["sum"]
+    return (end["packets"] - end["lost_packets"]) / end["seconds"]
+
+
+def scrape_seconds(lab: Lab) -> float:
+    code = (
+        "import time, urllib.request\n"
+        f"t = time.perf_counter(); urllib.request.urlopen('http://127.0.0.1:{PORT}/metrics').read()\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    out = subprocess.run(
+        ["ip", "netns", "exec", lab.node, sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(out.stdout)
+
+
+def measure(lab: Lab, count: int, backend: str, work: Path, seconds: float) -> dict[str, float]:
+    state = work / f"state-{backend}-{count}.json"
+    cfg = config(work / f"{backend}-{count}.yaml", lab, count, backend, state)
+    bigger = config(work / f"{backend}-{count}-plus1.yaml", lab, count + 1, backend, state)
+    row: dict[str, float] = {"baseline_before": pps(lab, seconds)}
+    row["sync"] = timed(lab, *EXPORTER, "--config", cfg, "rules", "sync")
+    row["accounting"] = statistics.median(pps(lab, seconds) for _ in range(2))
+    serve = lab.spawn(
+        lab.node,
+        *EXPORTER,
+        "--config",
+        cfg,
+        f"--web.listen-address=127.0.0.1:{PORT}",
+        "--log.level=warn",
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                scrape_seconds(lab)
+                break
+            except subprocess.CalledProcessError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        row["scrape"] = min(scrape_seconds(lab) for _ in range(5))
+        row["dump"] = best(5, lab, *DUMPS[backend])
+        status = Path(f"/proc/{serve.pid}/status").read_text()
+        row["rss_mib"] = (
+            int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
+        )
+    finally:
+        serve.terminate()
+        serve.wait(30)
+    row["change"] = timed(lab, *EXPORTER, "--config", bigger, "rules", "sync")
+    timed(lab, *EXPORTER, "--config", bigger, "rules", "remove")
+    row["baseline_after"] = pps(lab, seconds)
+    row["baseline"] = min(row["baseline_before"], row["baseline_after"])
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--containers", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--backends", nargs="+", default=["iptables", "ipset", "nftables"])
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each datapath run")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return 2
+    prefix = f"vzbench{os.getpid() % 1000}-"
+    lab = Lab(prefix)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vzt-bench-") as tmp:
+        try:
+            lab.build(default_containers(prefix, 1))
+            for count in args.containers:
+                for backend in args.backends:
+                    row = measure(lab, count, backend, Path(tmp), args.seconds)
+                    rows.append((count, backend, row))
+                    print(f"  done: {count} containers, {backend}", file=sys.stderr)
+        finally:
+            lab.destroy()
+    print(
+        f"{'containers':>10} {'backend':<9} {'sync s':>7} {'change s':>8} {'scrape ms':>9} {'dump ms':>8}"
+        f" {'scrape/dump':>11} {'RSS MiB':>8} {'kpps acct':>9} {'kpps none':>9} {'acct/none':>9}"
+    )
+    for count, backend, r in rows:
+        print(
+            f"{count:>10} {backend:<9} {r['sync']:>7.2f} {r['change']:>8.2f} {r['scrape'] * 1e3:>9.1f}"
+            f" {r['dump'] * 1e3:>8.1f} {r['scrape'] / r['dump']:>11.2f} {r['rss_mib']:>8.1f}"
+            f" {r['accounting'] / 1e3:>9.1f} {r['baseline'] / 1e3:>9.1f}"
+            f" {r['accounting'] / r['baseline']:>9.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
