@@ -30,8 +30,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 STATE_VERSION = 2
 
@@ -40,8 +39,7 @@ CounterKey = tuple[Union[str, int], ...]  # a raw counter's identity within its 
 Epoch = Optional[int]
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):
     counter: CounterKey
     series: Optional[SeriesKey]  # None: an address nobody owns now; tracked, not totalled
     packets: int

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from . import discovery
 from .accounting import Accumulator, Observation
@@ -67,8 +67,7 @@ class SourceStatus:
     duration: float
 
 
-@dataclass(frozen=True)
-class IpSeries:
+class IpSeries(NamedTuple):
     veid: str
     ip: str
     klass: int

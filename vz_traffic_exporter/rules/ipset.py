@@ -35,7 +35,7 @@ from ..discovery.classes import ClassTable
 from ..netfilter.iptables_save import SavedTable, parse_iptables_save
 from ..netfilter.xtables import FAMILIES, Xtables
 from ..runner import CommandError, Runner
-from ..sources import IpReading
+from ..sources import IpReading, canonical_ip
 from . import SyncResult
 
 log = logging.getLogger(__name__)
@@ -121,9 +121,6 @@ class Current:
     tables: dict[str, SavedTable] = field(default_factory=dict)  # family -> filter table
 
 
-_ADD = re.compile(r'^add (\S+) (\S+)(?: packets (\d+) bytes (\d+))?(?: comment "([^"]*)")?')
-
-
 def parse_ipset_save(text: str, where: str = "ipset save") -> dict[str, IpsetState]:
     """Our sets in ``ipset save`` output, with their elements and counters."""
     sets: dict[str, IpsetState] = {}
@@ -134,18 +131,34 @@ def parse_ipset_save(text: str, where: str = "ipset save") -> dict[str, IpsetSta
         if words[0] == "create":
             sets[words[1]] = IpsetState(words[2] if len(words) > 2 else "", {})
         elif words[0] == "add":
-            m = _ADD.match(line)
-            if m is None or m.group(1) not in sets:
+            state = sets.get(words[1])
+            if state is None or len(words) < 3:
                 raise ValueError(f"{where}: line {number}: unexpected {line!r}")
-            packets, nbytes, comment = m.group(3), m.group(4), m.group(5)
-            stamp = int(comment) if comment and comment.isdigit() else None
-            element = m.group(2)
-            if sets[m.group(1)].type == "hash:net":
-                element = ipaddress.ip_network(element).with_prefixlen
-            else:
-                element = str(ipaddress.ip_address(element))
-            sets[m.group(1)].elements[element] = (int(packets or 0), int(nbytes or 0), stamp)
+            try:
+                element, values = _element(state.type, words[2]), _values(words[3:])
+            except ValueError as err:
+                raise ValueError(f"{where}: line {number}: {err}: {line!r}") from None
+            state.elements[element] = values
     return sets
+
+
+def _element(set_type: str, text: str) -> str:
+    return ipaddress.ip_network(text).with_prefixlen if set_type == "hash:net" else canonical_ip(text)
+
+
+def _values(words: Sequence[str]) -> tuple[int, int, Optional[int]]:
+    """(packets, bytes, stamp) from the words after an element: packets N bytes N comment "S"."""
+    packets = nbytes = 0
+    stamp = None
+    for key, value in zip(words[::2], words[1::2]):
+        if key == "packets":
+            packets = int(value)
+        elif key == "bytes":
+            nbytes = int(value)
+        elif key == "comment":
+            comment = value.strip('"')
+            stamp = int(comment) if comment.isdigit() else None
+    return packets, nbytes, stamp
 
 
 def readings(sets: dict[str, IpsetState]) -> list[IpReading]:

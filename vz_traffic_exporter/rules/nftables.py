@@ -40,7 +40,7 @@ from typing import Any, Optional
 from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
 from ..runner import CommandError, Runner
-from ..sources import IpReading
+from ..sources import IpReading, canonical_ip
 from . import SyncResult
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def _elements(nft_set: dict[str, Any], where: str) -> dict[str, tuple[int, int]]
         counter = elem.get("counter") or {}
         if not isinstance(value, str):
             raise ValueError(f"{where}: set {nft_set.get('name')}: element {value!r} is not an address")
-        out[str(ipaddress.ip_address(value))] = (int(counter.get("packets", 0)), int(counter.get("bytes", 0)))
+        out[canonical_ip(value)] = (int(counter.get("packets", 0)), int(counter.get("bytes", 0)))
     return out
 
 
