@@ -16,8 +16,9 @@ backend, on a namespace lab (a node forwarding between a peer and container
 - exporter peak RSS (VmHWM) after the scrapes;
 - datapath: packets/s of 64-byte frames (UDP, 22 bytes of payload) forwarded
   from the peer to container 101, received as iperf3 counts them, with the
-  accounting / without any (measured before the sync and after the removal;
-  the lower of the two is the baseline).
+  accounting / without: the hook into FORWARD is taken out and put back
+  between runs, --rounds times each, interleaved, and the medians compared
+  (a virtual machine's forwarding rate wanders; interleaving shares it out).
 
 Prints one table; docs/benchmarks.md keeps the results.
 """
@@ -99,6 +100,22 @@ def pps(lab: Lab, seconds: float) -> float:
     return (end["packets"] - end["lost_packets"]) / end["seconds"]
 
 
+def hook(lab: Lab, backend: str, on: bool) -> None:
+    """Put the accounting's hook into FORWARD, or take it out, leaving everything else."""
+    if backend == "nftables":
+        if on:
+            timed(
+                lab,
+                "nft",
+                "add rule inet vz_traffic forward jump count_out; add rule inet vz_traffic forward jump count_in",
+            )
+        else:
+            timed(lab, "nft", "flush", "chain", "inet", "vz_traffic", "forward")
+        return
+    chain = "VZTRAFFIC-FORWARD" if backend == "iptables" else "VZTSET-FORWARD"
+    timed(lab, "iptables", "-w", "-I" if on else "-D", "FORWARD", *(["1"] if on else []), "-j", chain)
+
+
 def scrape_seconds(lab: Lab) -> float:
     code = (
         "import time, urllib.request\n"
@@ -114,13 +131,18 @@ def scrape_seconds(lab: Lab) -> float:
     return float(out.stdout)
 
 
-def measure(lab: Lab, count: int, backend: str, work: Path, seconds: float) -> dict[str, float]:
+def measure(lab: Lab, count: int, backend: str, work: Path, seconds: float, rounds: int) -> dict[str, float]:
     state = work / f"state-{backend}-{count}.json"
     cfg = config(work / f"{backend}-{count}.yaml", lab, count, backend, state)
     bigger = config(work / f"{backend}-{count}-plus1.yaml", lab, count + 1, backend, state)
-    row: dict[str, float] = {"baseline_before": pps(lab, seconds)}
-    row["sync"] = timed(lab, *EXPORTER, "--config", cfg, "rules", "sync")
-    row["accounting"] = statistics.median(pps(lab, seconds) for _ in range(2))
+    row: dict[str, float] = {"sync": timed(lab, *EXPORTER, "--config", cfg, "rules", "sync")}
+    with_acct, without = [], []
+    for _ in range(rounds):
+        with_acct.append(pps(lab, seconds))
+        hook(lab, backend, on=False)
+        without.append(pps(lab, seconds))
+        hook(lab, backend, on=True)
+    row["accounting"], row["baseline"] = statistics.median(with_acct), statistics.median(without)
     serve = lab.spawn(
         lab.node,
         *EXPORTER,
@@ -151,8 +173,6 @@ def measure(lab: Lab, count: int, backend: str, work: Path, seconds: float) -> d
         serve.wait(30)
     row["change"] = timed(lab, *EXPORTER, "--config", bigger, "rules", "sync")
     timed(lab, *EXPORTER, "--config", bigger, "rules", "remove")
-    row["baseline_after"] = pps(lab, seconds)
-    row["baseline"] = min(row["baseline_before"], row["baseline_after"])
     return row
 
 
@@ -162,7 +182,8 @@ def main() -> int:
     )
     parser.add_argument("--containers", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--backends", nargs="+", default=["iptables", "ipset", "nftables"])
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of each datapath run")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of each datapath run")
+    parser.add_argument("--rounds", type=int, default=3, help="datapath runs with and without accounting")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -175,7 +196,7 @@ def main() -> int:
             lab.build(default_containers(prefix, 1))
             for count in args.containers:
                 for backend in args.backends:
-                    row = measure(lab, count, backend, Path(tmp), args.seconds)
+                    row = measure(lab, count, backend, Path(tmp), args.seconds, args.rounds)
                     rows.append((count, backend, row))
                     print(f"  done: {count} containers, {backend}", file=sys.stderr)
         finally:
