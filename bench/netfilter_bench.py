@@ -107,7 +107,8 @@ def hook(lab: Lab, backend: str, on: bool) -> None:
             timed(
                 lab,
                 "nft",
-                "add rule inet vz_traffic forward jump count_out; add rule inet vz_traffic forward jump count_in",
+                "add rule inet vz_traffic forward jump count_out;"
+                " add rule inet vz_traffic forward jump count_in",
             )
         else:
             timed(lab, "nft", "flush", "chain", "inet", "vz_traffic", "forward")
