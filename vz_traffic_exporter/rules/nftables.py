@@ -242,15 +242,16 @@ class NftablesRules:
             return SyncResult(0)
         log.info("nftables: applying %d changes to table %s", len(lines), WHERE)
         self.runner.run(("nft", "-f", "-"), stdin="\n".join(lines) + "\n")
-        after = self.current()
-        fresh = not before.exists or after.handle != before.handle
+        # A plan never deletes the table: only a new one has a handle still to learn.
+        handle = before.handle if before.exists else self.current().handle
+        fresh = not before.exists
         created: list[tuple[CounterKey, Optional[int]]] = []
         for name, elements in want.sets.items():
             parsed = parse_set_name(name)
             assert parsed is not None
             direction, _, klass = parsed
             old = set() if fresh else set(before.sets.get(name, {}))
-            created += [(("nftables", direction, klass, ip), after.handle) for ip in sorted(elements - old)]
+            created += [(("nftables", direction, klass, ip), handle) for ip in sorted(elements - old)]
         return SyncResult(len(lines), tuple(created))
 
     def installed(self) -> bool:
