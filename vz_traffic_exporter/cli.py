@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Optional
 
-from prometheus_client import generate_latest
-
 from . import __version__
 from .config import Config, ConfigError, load
 from .exporter import Exporter
@@ -145,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
         # Totals continue from the state file, which dump reads but never writes.
         state = StateFile(config.state.file, read_only=True)
         exporter = Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs, state=state)
-        sys.stdout.write(generate_latest(collector.registry(exporter.poll)).decode())
+        sys.stdout.write(collector.render(exporter.poll()).decode())
         return 0
     if command[0] == "rules":
         return _rules(command[1], Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs))
@@ -205,7 +203,7 @@ def _serve(args: argparse.Namespace, config: Config, runner: Runner) -> int:
         except (CommandError, ValueError, RuntimeError, OSError) as err:
             log.error("could not install the accounting rules: %s", err)
 
-    app = http.make_app(collector.registry(exporter.poll), args.telemetry_path)
+    app = http.make_app(lambda: collector.render(exporter.poll()), args.telemetry_path)
     try:
         servers = http.serve(addresses, app)
     except OSError as err:

@@ -153,7 +153,7 @@ def call(app: http.WSGIApp, path: str) -> tuple[str, bytes]:
 
 def test_http_landing_page_metrics_and_404() -> None:
     exporter = Exporter(load(LAB), managed_runner(), procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT)
-    app = http.make_app(collector.registry(exporter.poll), "/metrics")
+    app = http.make_app(lambda: collector.render(exporter.poll()), "/metrics")
     status, body = call(app, "/")
     assert status.startswith("200") and b'href="/metrics"' in body
     status, body = call(app, "/metrics")
@@ -161,9 +161,10 @@ def test_http_landing_page_metrics_and_404() -> None:
     assert call(app, "/nothing")[0].startswith("404")
 
 
-def test_registering_the_collector_reads_nothing() -> None:
+def test_making_the_app_reads_nothing() -> None:
     runner = managed_runner()
-    collector.registry(Exporter(load(LAB), runner, procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT).poll)
+    exporter = Exporter(load(LAB), runner, procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT)
+    http.make_app(lambda: collector.render(exporter.poll()), "/metrics")
     assert runner.calls == []
 
 
@@ -199,7 +200,7 @@ def test_concurrent_scrapes_never_read_the_kernel_twice_at_once() -> None:
             return inner.which(program)
 
     exporter = Exporter(load(LAB), SlowRunner(), procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT)
-    app = http.make_app(collector.registry(exporter.poll), "/metrics")
+    app = http.make_app(lambda: collector.render(exporter.poll()), "/metrics")
     results: list[str] = []
     threads = [threading.Thread(target=lambda: results.append(call(app, "/metrics")[0])) for _ in range(8)]
     for t in threads:
@@ -267,3 +268,29 @@ def test_a_read_that_only_saw_growth_is_not_saved_until_a_background_poll(tmp_pa
     )
     exporter.poll()  # a reset is saved at once
     assert json.loads(state.read_text())["resets"] == {"iptables": 1}
+
+
+def test_series_written_straight_to_text_escape_like_the_library() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.core import CounterMetricFamily
+    from prometheus_client.registry import CollectorRegistry
+
+    from vz_traffic_exporter.exposition.collector import METRICS, _series_text
+
+    name = "vz_traffic_interface_bytes_total"
+    odd = ("ct\\1", 'veth"x"\n0', "in")
+    ours = _series_text(name, [(odd, 12884901893), (("101", "veth101.0", "out"), 0)])
+
+    family = CounterMetricFamily(name, METRICS[name][1], labels=METRICS[name][2])
+    family.add_metric(list(odd), 12884901893)
+    family.add_metric(["101", "veth101.0", "out"], 0)
+
+    class One:
+        def collect(self):  # type: ignore[no-untyped-def]
+            yield family
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(One())  # type: ignore[arg-type]
+    assert ours == generate_latest(registry).decode()
+    [parsed] = text_string_to_metric_families(ours)
+    assert parsed.samples[0].labels == {"veid": "ct\\1", "interface": 'veth"x"\n0', "direction": "in"}

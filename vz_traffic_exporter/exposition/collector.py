@@ -1,12 +1,20 @@
-"""The collector: one snapshot per scrape, turned into const metric families."""
+"""One snapshot per scrape, turned into the text exposition.
+
+The per-series families (tens of thousands of samples on a large node) are
+written straight to text; every other family goes through prometheus-client
+const metric families and its text writer.  Both write the same format:
+labels sorted by name, values as prometheus-client formats them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Callable
 
+from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from ..exporter import Snapshot
 
@@ -65,30 +73,69 @@ def _family(name: str) -> CounterMetricFamily | GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=labels)
 
 
+# The per-series families, written straight to text (see render).
+SERIES_FAMILIES = tuple(name for name in METRICS if name.endswith(("bytes_total", "packets_total")))
+
+
+def _series_rows(snap: Snapshot) -> dict[str, list[tuple[tuple[str, ...], float]]]:
+    """Rows (label values in the family's label order, value) of every per-series family."""
+    rows: dict[str, list[tuple[tuple[str, ...], float]]] = {name: [] for name in SERIES_FAMILIES}
+    for s in snap.ip_series:
+        labels: tuple[str, ...] = (s.veid, s.ip, str(s.klass), s.direction)
+        rows["vz_traffic_ip_bytes_total"].append((labels, s.bytes))
+        rows["vz_traffic_ip_packets_total"].append((labels, s.packets))
+    for c in snap.container_series:
+        labels = (c.veid, str(c.klass), c.direction, c.family)
+        rows["vz_traffic_container_bytes_total"].append((labels, c.bytes))
+        if c.packets is not None:
+            rows["vz_traffic_container_packets_total"].append((labels, c.packets))
+    for i in snap.interface_series:
+        labels = (i.veid, i.interface, i.direction)
+        rows["vz_traffic_interface_bytes_total"].append((labels, i.bytes))
+        rows["vz_traffic_interface_packets_total"].append((labels, i.packets))
+    return rows
+
+
+_value: Callable[[float], str] = floatToGoString  # the library's number format
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _series_text(name: str, rows: Iterable[tuple[tuple[str, ...], float]]) -> str:
+    kind, doc, labels = METRICS[name]
+    order = sorted(range(len(labels)), key=labels.__getitem__)  # labels by name, as the text format has them
+    keys = [f'{labels[i]}="' for i in order]
+    lines = [f"# HELP {name} {_escape(doc)}", f"# TYPE {name} {kind}"]
+    for values, value in rows:
+        pairs = '",'.join(key + _escape(values[i]) for key, i in zip(keys, order))
+        lines.append(f'{name}{{{pairs}"}} {_value(value)}')
+    return "\n".join(lines) + "\n"
+
+
+def render(snap: Snapshot) -> bytes:
+    """The text exposition (format 0.0.4) of one snapshot."""
+    parts = [_series_text(name, rows) for name, rows in _series_rows(snap).items() if rows]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TrafficCollector(lambda: snap))
+    return "".join(parts).encode() + generate_latest(registry)
+
+
 class TrafficCollector(Collector):
+    """The families other than the per-series ones, as prometheus-client metric families."""
+
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self._snapshot = snapshot
 
     def describe(self) -> Iterator[Metric]:
         for name in METRICS:
-            yield _family(name)
+            if name not in SERIES_FAMILIES:
+                yield _family(name)
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        fam = {name: _family(name) for name in METRICS}
-        for s in snap.ip_series:
-            labels = [s.veid, s.ip, str(s.klass), s.direction]
-            fam["vz_traffic_ip_bytes_total"].add_metric(labels, s.bytes)
-            fam["vz_traffic_ip_packets_total"].add_metric(labels, s.packets)
-        for c in snap.container_series:
-            labels = [c.veid, str(c.klass), c.direction, c.family]
-            fam["vz_traffic_container_bytes_total"].add_metric(labels, c.bytes)
-            if c.packets is not None:
-                fam["vz_traffic_container_packets_total"].add_metric(labels, c.packets)
-        for i in snap.interface_series:
-            labels = [i.veid, i.interface, i.direction]
-            fam["vz_traffic_interface_bytes_total"].add_metric(labels, i.bytes)
-            fam["vz_traffic_interface_packets_total"].add_metric(labels, i.packets)
+        fam = {name: _family(name) for name in METRICS if name not in SERIES_FAMILIES}
         for veid, ct in sorted(snap.inventory.containers.items()):
             fam["vz_traffic_container_info"].add_metric([veid, ct.name], 1)
         for klass in snap.classes.classes:
@@ -102,9 +149,3 @@ class TrafficCollector(Collector):
         for source, count in sorted(resets.items()):
             fam["vz_traffic_counter_resets_total"].add_metric([source], count)
         yield from (family for family in fam.values() if family.samples)
-
-
-def registry(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:
-    reg = CollectorRegistry(auto_describe=True)
-    reg.register(TrafficCollector(snapshot))
-    return reg

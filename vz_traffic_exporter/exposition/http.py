@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import html
 import logging
 import socket
@@ -11,8 +12,7 @@ from socketserver import ThreadingMixIn
 from typing import Any, Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
 
@@ -22,8 +22,8 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def make_app(registry: CollectorRegistry, telemetry_path: str) -> WSGIApp:
-    metrics = make_wsgi_app(registry)
+def make_app(metrics: Callable[[], bytes], telemetry_path: str) -> WSGIApp:
+    """metrics: the text exposition of a fresh read, called once per scrape."""
     path_html = html.escape(telemetry_path)
     landing = (
         "<!DOCTYPE html><html><head><title>vz-traffic-exporter</title></head><body>"
@@ -35,7 +35,13 @@ def make_app(registry: CollectorRegistry, telemetry_path: str) -> WSGIApp:
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == telemetry_path:
-            return metrics(environ, start_response)  # type: ignore[no-any-return]
+            body = metrics()
+            headers = [("Content-Type", CONTENT_TYPE_LATEST)]
+            if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+                body = gzip.compress(body, compresslevel=1)
+                headers.append(("Content-Encoding", "gzip"))
+            start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
+            return [body]
         if path == "/":
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
             return [landing]
