@@ -140,9 +140,9 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
         print(f"{config.source}: configuration is valid")
         return 0
     if command == ("dump",):
-        # Totals continue from the state file, which dump reads but never writes.
-        state = StateFile(config.state.file, read_only=True)
-        exporter = Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs, state=state)
+        # One read of what the sources hold now: the state file is serve's, and
+        # dump neither reads nor writes it.
+        exporter = Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs)
         sys.stdout.write(collector.render(exporter.poll()).decode())
         return 0
     if command[0] == "rules":

@@ -24,10 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class StateFile:
-    def __init__(self, path: str, read_only: bool = False) -> None:
-        """read_only: never write, rename or create anything (a bad file is only logged)."""
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.read_only = read_only
 
     def load(self) -> Optional[Accumulator]:
         """The saved accumulator, or None for a fresh start (a bad file is put aside)."""
@@ -49,9 +47,6 @@ class StateFile:
         return accumulator
 
     def _put_aside(self, why: str) -> None:
-        if self.read_only:
-            log.error("state file %s %s; ignored, starting from zero", self.path, why)
-            return
         aside = f"{self.path}.bad-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
         try:
             os.replace(self.path, aside)
@@ -67,8 +62,6 @@ class StateFile:
 
     def save(self, accumulator: Accumulator) -> None:
         """Write the accumulator atomically (raises OSError when it cannot)."""
-        if self.read_only:
-            raise PermissionError(f"{self.path} was opened read-only")
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, mode=0o750, exist_ok=True)
         text = json.dumps(accumulator.to_state(), separators=(",", ":"))

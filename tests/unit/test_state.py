@@ -81,15 +81,3 @@ def test_boot_id_is_read_under_the_procfs_root(tmp_path: Path) -> None:
     (tmp_path / "sys" / "kernel" / "random").mkdir(parents=True)
     (tmp_path / "sys" / "kernel" / "random" / "boot_id").write_text("0f0e-boot\n")
     assert read_boot_id(str(tmp_path)) == "0f0e-boot"
-
-
-def test_a_read_only_state_file_is_never_touched(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = tmp_path / "state.json"
-    path.write_text("{torn")
-    state = StateFile(str(path), read_only=True)
-    with caplog.at_level(logging.ERROR):
-        assert state.load() is None
-    assert path.read_text() == "{torn" and os.listdir(tmp_path) == ["state.json"]
-    assert "ignored, starting from zero" in caplog.text
-    with pytest.raises(OSError):
-        state.save(accumulator())
