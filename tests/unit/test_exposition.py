@@ -271,11 +271,12 @@ def test_series_written_straight_to_text_escape_like_the_library() -> None:
     from prometheus_client.core import CounterMetricFamily
     from prometheus_client.registry import CollectorRegistry
 
-    from vz_traffic_exporter.exposition.collector import METRICS, _series_text
+    from vz_traffic_exporter.exposition.collector import METRICS, _labeller, _series_text
 
     name = "vz_traffic_interface_bytes_total"
     odd = ("ct\\1", 'veth"x"\n0', "in")
-    ours = _series_text(name, [(odd, 12884901893), (("101", "veth101.0", "out"), 0)])
+    labels = _labeller(METRICS[name][2])
+    ours = _series_text(name, [(labels(odd), 12884901893), (labels(("101", "veth101.0", "out")), 0)])
 
     family = CounterMetricFamily(name, METRICS[name][1], labels=METRICS[name][2])
     family.add_metric(list(odd), 12884901893)

@@ -8,7 +8,8 @@ labels sorted by name, values as prometheus-client formats them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Callable
 
 from prometheus_client import generate_latest
@@ -77,40 +78,53 @@ def _family(name: str) -> CounterMetricFamily | GaugeMetricFamily:
 SERIES_FAMILIES = tuple(name for name in METRICS if name.endswith(("bytes_total", "packets_total")))
 
 
-def _series_rows(snap: Snapshot) -> dict[str, list[tuple[tuple[str, ...], float]]]:
-    """Rows (label values in the family's label order, value) of every per-series family."""
-    rows: dict[str, list[tuple[tuple[str, ...], float]]] = {name: [] for name in SERIES_FAMILIES}
+def _series_rows(snap: Snapshot) -> dict[str, list[tuple[str, float]]]:
+    """Rows (label text, value) of every per-series family; bytes and packets share the text."""
+    rows: dict[str, list[tuple[str, float]]] = {name: [] for name in SERIES_FAMILIES}
+    ip_labels = _labeller(IP_LABELS)
     for s in snap.ip_series:
-        labels: tuple[str, ...] = (s.veid, s.ip, str(s.klass), s.direction)
-        rows["vz_traffic_ip_bytes_total"].append((labels, s.bytes))
-        rows["vz_traffic_ip_packets_total"].append((labels, s.packets))
+        text = ip_labels((s.veid, s.ip, str(s.klass), s.direction))
+        rows["vz_traffic_ip_bytes_total"].append((text, s.bytes))
+        rows["vz_traffic_ip_packets_total"].append((text, s.packets))
+    container_labels = _labeller(CONTAINER_LABELS)
     for c in snap.container_series:
-        labels = (c.veid, str(c.klass), c.direction, c.family)
-        rows["vz_traffic_container_bytes_total"].append((labels, c.bytes))
+        text = container_labels((c.veid, str(c.klass), c.direction, c.family))
+        rows["vz_traffic_container_bytes_total"].append((text, c.bytes))
         if c.packets is not None:
-            rows["vz_traffic_container_packets_total"].append((labels, c.packets))
+            rows["vz_traffic_container_packets_total"].append((text, c.packets))
+    interface_labels = _labeller(INTERFACE_LABELS)
     for i in snap.interface_series:
-        labels = (i.veid, i.interface, i.direction)
-        rows["vz_traffic_interface_bytes_total"].append((labels, i.bytes))
-        rows["vz_traffic_interface_packets_total"].append((labels, i.packets))
+        text = interface_labels((i.veid, i.interface, i.direction))
+        rows["vz_traffic_interface_bytes_total"].append((text, i.bytes))
+        rows["vz_traffic_interface_packets_total"].append((text, i.packets))
     return rows
 
 
 _value: Callable[[float], str] = floatToGoString  # the library's number format
+_SPECIAL = re.compile(r'[\\\n"]')
 
 
 def _escape(value: str) -> str:
+    if _SPECIAL.search(value) is None:
+        return value
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _series_text(name: str, rows: Iterable[tuple[tuple[str, ...], float]]) -> str:
-    kind, doc, labels = METRICS[name]
-    order = sorted(range(len(labels)), key=labels.__getitem__)  # labels by name, as the text format has them
-    keys = [f'{labels[i]}="' for i in order]
+def _labeller(names: Sequence[str]) -> Callable[[Sequence[str]], str]:
+    """Label values in the order of names -> their text, sorted by label name as the format has them."""
+    order = sorted(range(len(names)), key=names.__getitem__)
+    keys = [f'{names[i]}="' for i in order]
+
+    def text(values: Sequence[str]) -> str:
+        return '",'.join([key + _escape(values[i]) for key, i in zip(keys, order)]) + '"'
+
+    return text
+
+
+def _series_text(name: str, rows: Iterable[tuple[str, float]]) -> str:
+    kind, doc, _ = METRICS[name]
     lines = [f"# HELP {name} {_escape(doc)}", f"# TYPE {name} {kind}"]
-    for values, value in rows:
-        pairs = '",'.join(key + _escape(values[i]) for key, i in zip(keys, order))
-        lines.append(f'{name}{{{pairs}"}} {_value(value)}')
+    lines += [f"{name}{{{labels}}} {_value(value)}" for labels, value in rows]
     return "\n".join(lines) + "\n"
 
 
