@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, NamedTuple, Optional
 
 from . import discovery
@@ -47,7 +48,6 @@ AUTO_WHY = {
     "ipset": "no working nft, ipset works: set lookups, constant cost per packet",
     "iptables": "neither nft nor ipset works: one rule per address and class",
 }
-_UNDECIDED = object()
 
 IP_SERIES = "ip"
 CONTAINER_SERIES = "container"
@@ -106,10 +106,6 @@ class Snapshot:
     resets: tuple[tuple[str, int], ...]
 
 
-class SourceFailed(Exception):
-    """A source that is configured but cannot work here (already explained)."""
-
-
 @dataclass
 class _Timed:
     """Runs one source's step, logging its failure and timing it."""
@@ -121,9 +117,6 @@ class _Timed:
         try:
             step()
             ok = True
-        except SourceFailed as err:
-            log.error("source %s: %s", name, err)
-            ok = False
         except (CommandError, ValueError, OSError, RuntimeError) as err:
             log.error("source %s failed: %s", name, err)
             ok = False
@@ -167,7 +160,6 @@ class Exporter:
         self._found: dict[str, Sequence[Container]] = {}
         self._discovered_at: Optional[float] = None
         self._nf_readings: list[IpReading] = []  # the last netfilter read accounted
-        self._backend_name: object = _UNDECIDED
         self._discovery_status: dict[str, SourceStatus] = {}
         self._xtables: Optional[xtables.Xtables] = None
         self._lock = threading.Lock()
@@ -194,11 +186,10 @@ class Exporter:
 
     def backend_name(self) -> Optional[str]:
         """The netfilter backend this exporter uses, None when netfilter accounting is off."""
-        if self._backend_name is _UNDECIDED:
-            self._backend_name = self._choose_backend()
-        return self._backend_name  # type: ignore[return-value]
+        return self._chosen_backend
 
-    def _choose_backend(self) -> Optional[str]:
+    @cached_property
+    def _chosen_backend(self) -> Optional[str]:  # chosen at first use: choosing may run commands
         nf = self.config.netfilter
         if nf.backend != "auto":
             return None if nf.backend == "off" else nf.backend
@@ -416,8 +407,6 @@ class Exporter:
 
     def _read_netfilter(self, name: str, inventory: Inventory) -> None:
         nf = self.config.netfilter
-        if name == "iptables" and self.runner.which("iptables") is None:
-            raise SourceFailed("iptables is not installed (not on PATH)")
         if not nf.manage_rules:
             adopted = IptablesSource(self.runner, adopted=True).read()
             self._account_netfilter(name, adopted.readings, inventory)
@@ -446,14 +435,3 @@ class Exporter:
             observations.append(Observation(r.counter, key, r.packets, r.bytes, epoch=r.epoch))
         self._account(name, observations)
         self._nf_readings = readings
-
-
-def _family_of(ip: str) -> str:
-    return "ipv6" if ":" in ip else "ipv4"
-
-
-def _missing(why: str) -> Callable[[], None]:
-    def step() -> None:
-        raise SourceFailed(why)
-
-    return step

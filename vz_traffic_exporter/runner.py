@@ -32,6 +32,19 @@ class CommandError(Exception):
         super().__init__(f"command `{' '.join(self.argv)}` {why}")
 
 
+def output_of(runner: Runner, argv: Sequence[str]) -> Optional[str]:
+    """What a command prints, or None when its program is missing or it fails.
+
+    For asking whether a host has something (``auto``), where failing is an answer.
+    """
+    if runner.which(argv[0]) is None:
+        return None
+    try:
+        return runner.run(argv)
+    except CommandError:
+        return None
+
+
 class CommandNotFound(CommandError):
     """The program is not installed (not on PATH)."""
 

@@ -115,14 +115,20 @@ def test_sigterm_reads_and_saves_once_more_before_exit(lab: NodeLab) -> None:
     ledger.check(ledger.scrape())
 
 
-def test_zeroing_with_more_traffic_after_than_before_loses_nothing(iptables_lab: NodeLab) -> None:
-    lab = iptables_lab
+def serving_after_some_traffic(lab: NodeLab) -> tuple[str, Ledger, LabContainer]:
+    """A serving exporter (background polls an hour apart) that has read some traffic of container 103."""
     config = lab.write_config(lab.containers, state={**RARE, "file": str(lab.state_file)})
     ledger = Ledger(lab)
     ct = lab.containers[2]
     lab.start_serve(config)
     traffic(ledger, ct, 1)
     ledger.check(ledger.scrape())
+    return config, ledger, ct
+
+
+def test_zeroing_with_more_traffic_after_than_before_loses_nothing(iptables_lab: NodeLab) -> None:
+    lab = iptables_lab
+    _, ledger, ct = serving_after_some_traffic(lab)
 
     # iptables -Z, then more traffic than before, before the next read.  The
     # epoch marker tells; ip6tables-nft cannot hold a marker, so there the
@@ -140,12 +146,7 @@ def test_zeroing_with_more_traffic_after_than_before_loses_nothing(iptables_lab:
 
 
 def test_re_created_objects_with_more_traffic_after_than_before_lose_nothing(lab: NodeLab) -> None:
-    config = lab.write_config(lab.containers, state={**RARE, "file": str(lab.state_file)})
-    ledger = Ledger(lab)
-    ct = lab.containers[2]
-    lab.start_serve(config)
-    traffic(ledger, ct, 1)
-    ledger.check(ledger.scrape())
+    config, ledger, ct = serving_after_some_traffic(lab)
 
     # Our rules (or table) deleted and re-created by another process, then more
     # traffic than ever before the next read: the new epoch tells.

@@ -66,7 +66,7 @@ def test_rules_are_a_constant_few_and_removal_leaves_foreign_rules() -> None:
     )
     foreign = SavedRule("FORWARD", "-p tcp -m tcp --dport 25 -j DROP")
     empty = SavedTable("filter", {"INPUT": "ACCEPT", "FORWARD": "ACCEPT", "OUTPUT": "ACCEPT"}, [foreign])
-    lines = plan_rules(empty, want.chains["ipv4"], want.jumps["ipv4"])
+    lines = [op.restore_line() for op in plan_rules(empty, want.chains["ipv4"], want.jumps["ipv4"])]
     assert sum(line.startswith("-A ") for line in lines) == 8  # 2 + 2 counting, 2 + 1 + 1 hooks
     assert [line for line in lines if line.startswith("-I ")] == [
         "-I FORWARD 1 -j VZTSET-FORWARD",
@@ -81,6 +81,6 @@ def test_rules_are_a_constant_few_and_removal_leaves_foreign_rules() -> None:
         + [SavedRule(chain, spec) for chain, specs in want.chains["ipv4"].items() for spec in specs],
     )
     assert plan_rules(synced, want.chains["ipv4"], want.jumps["ipv4"]) == []
-    removal = plan_rules(synced, {}, ())
+    removal = [op.restore_line() for op in plan_rules(synced, {}, ())]
     assert "-D FORWARD -j VZTSET-FORWARD" in removal and "-X VZTSET-OUT" in removal
     assert not any("dport" in line for line in removal)

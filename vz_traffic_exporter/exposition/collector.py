@@ -142,11 +142,6 @@ class TrafficCollector(Collector):
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self._snapshot = snapshot
 
-    def describe(self) -> Iterator[Metric]:
-        for name in METRICS:
-            if name not in SERIES_FAMILIES:
-                yield _family(name)
-
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
         fam = {name: _family(name) for name in METRICS if name not in SERIES_FAMILIES}

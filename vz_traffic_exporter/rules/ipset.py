@@ -22,6 +22,7 @@ carries its creation time as its comment: its epoch.  Chains are named
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -34,9 +35,10 @@ from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
 from ..netfilter.iptables_save import SavedTable, parse_iptables_save
 from ..netfilter.xtables import FAMILIES, Xtables
-from ..runner import CommandError, Runner
+from ..runner import Runner, output_of
 from ..sources import IpReading, canonical_ip
 from . import SyncResult
+from .iptables import Op, RestoreWriter, Ruleset, plan
 
 log = logging.getLogger(__name__)
 
@@ -199,29 +201,14 @@ def plan_sets(current: dict[str, IpsetState], want: Wanted, stamp: int) -> tuple
     return lines, sorted(name for name in current if name not in wanted)
 
 
-def plan_rules(table: SavedTable, chains: dict[str, tuple[str, ...]], hooks: Sequence[str]) -> list[str]:
-    """``iptables-restore --noflush`` lines for one family ([] when in sync)."""
-    lines: list[str] = []
-    ours = [c for c in table.policies if c.startswith(CHAIN_PREFIX)]
-    lines += [f":{chain} - [0:0]" for chain in chains if chain not in table.policies]
-    for chain, specs in chains.items():
-        if [r.spec for r in table.chain_rules(chain)] != list(specs):
-            lines.append(f"-F {chain}")
-            lines += [f"-A {chain} {spec}" for spec in specs]
-    for hook in HOOKS:
-        jump = f"-j {CHAIN_PREFIX}{hook}"
-        have = [r.spec for r in table.chain_rules(hook) if r.spec.startswith(f"-j {CHAIN_PREFIX}")]
-        keep = [jump] if hook in hooks else []
-        extra = list(have)
-        for spec in keep:
-            if spec in extra:
-                extra.remove(spec)
-        lines += [f"-D {hook} {spec}" for spec in extra]
-        if keep and jump not in have:
-            lines.append(f"-I {hook} 1 {jump}")
-    obsolete = [c for c in ours if c not in chains]
-    lines += [f"-F {c}" for c in obsolete] + [f"-X {c}" for c in obsolete]
-    return lines
+def plan_rules(table: SavedTable, chains: dict[str, tuple[str, ...]], hooks: Sequence[str]) -> list[Op]:
+    """The rule changes of one family ([] when in sync), planned as the iptables backend plans its own."""
+    jumps = tuple((hook, f"-j {CHAIN_PREFIX}{hook}") for hook in hooks)
+    return plan(table, Ruleset("", tuple(chains.items()), jumps), prefix=CHAIN_PREFIX)
+
+
+# The wanted sets and rules depend only on these inputs; every poll asks for them again.
+_wanted = functools.lru_cache(maxsize=4)(desired)
 
 
 class IpsetRules:
@@ -231,13 +218,11 @@ class IpsetRules:
         self.runner = runner
 
     def available(self) -> bool:
-        if self.runner.which("ipset") is None or self.runner.which("iptables") is None:
-            return False
-        try:
-            self.runner.run(("ipset", "list", "-n"))
-        except CommandError:  # not permitted, or no ip_set in this kernel
-            return False
-        return True
+        # None: not installed, not permitted, or no ip_set in this kernel
+        return (
+            self.runner.which("iptables") is not None
+            and output_of(self.runner, ("ipset", "list", "-n")) is not None
+        )
 
     def current(self) -> Current:
         sets = parse_ipset_save(self.runner.run(("ipset", "save")))
@@ -253,34 +238,37 @@ class IpsetRules:
 
     def _plan(
         self, current: Current, want: Wanted, stamp: int
-    ) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    ) -> tuple[list[str], list[str], dict[str, list[Op]]]:
         set_lines, destroy = plan_sets(current.sets, want, stamp)
-        rule_lines = {
+        rule_ops = {
             family: plan_rules(
                 current.tables.get(family, SavedTable("filter")), want.chains[family], want.jumps[family]
             )
             for family in FAMILIES
         }
-        return set_lines, destroy, rule_lines
+        return set_lines, destroy, rule_ops
 
     def in_sync(self, current: Current, ips: Sequence[str], classes: ClassTable, host_traffic: bool) -> bool:
-        set_lines, destroy, rule_lines = self._plan(current, desired(ips, classes, host_traffic), 0)
-        return not set_lines and not destroy and not any(rule_lines.values())
+        set_lines, destroy, rule_ops = self._plan(current, _wanted(tuple(ips), classes, host_traffic), 0)
+        return not set_lines and not destroy and not any(rule_ops.values())
+
+    def _apply_rules(self, rule_ops: dict[str, list[Op]]) -> int:
+        writer = RestoreWriter(self.runner)  # set matches: libiptc through python-iptables cannot write them
+        for family, ops in rule_ops.items():
+            if ops:
+                writer.apply(family, ops)
+        return sum(len(ops) for ops in rule_ops.values())
 
     def sync(self, ips: Iterable[str], classes: ClassTable, host_traffic: bool) -> SyncResult:
         stamp = time.time_ns()
-        want = desired(ips, classes, host_traffic)
+        want = _wanted(tuple(ips), classes, host_traffic)
         current = self.current()
-        set_lines, destroy, rule_lines = self._plan(current, want, stamp)
+        set_lines, destroy, rule_ops = self._plan(current, want, stamp)
         if set_lines:
             self.runner.run(("ipset", "restore"), stdin="\n".join(set_lines) + "\n")
-        for family, lines in rule_lines.items():
-            if lines:
-                text = "\n".join(["*filter", *lines, "COMMIT", ""])
-                self.runner.run((Xtables.program(family, "restore"), "-w", "5", "--noflush"), stdin=text)
+        changes = len(set_lines) + self._apply_rules(rule_ops) + len(destroy)
         for name in destroy:
             self.runner.run(("ipset", "destroy", name))
-        changes = len(set_lines) + len(destroy) + sum(len(lines) for lines in rule_lines.values())
         if changes:
             log.info("ipset: applied %d changes", changes)
         created: list[tuple[CounterKey, Optional[int]]] = []
@@ -300,13 +288,12 @@ class IpsetRules:
 
     def remove(self) -> int:
         current = self.current()
-        changes = 0
-        for family in FAMILIES:
-            lines = plan_rules(current.tables.get(family, SavedTable("filter")), {}, ())
-            if lines:
-                text = "\n".join(["*filter", *lines, "COMMIT", ""])
-                self.runner.run((Xtables.program(family, "restore"), "-w", "5", "--noflush"), stdin=text)
-                changes += len(lines)
+        changes = self._apply_rules(
+            {
+                family: plan_rules(current.tables.get(family, SavedTable("filter")), {}, ())
+                for family in FAMILIES
+            }
+        )
         for name in current.sets:
             self.runner.run(("ipset", "destroy", name))
             changes += 1

@@ -18,6 +18,7 @@ its marker is set again when a read finds it zeroed.  Only chains named
 from __future__ import annotations
 
 import fcntl
+import functools
 import ipaddress
 import logging
 import os
@@ -93,6 +94,10 @@ def desired(family: str, ips: Iterable[str], classes: ClassTable, host_traffic: 
     return Ruleset(family, tuple(chains), tuple(jumps), epochs)
 
 
+# The wanted rules depend only on these inputs; every poll asks for them again.
+_wanted = functools.lru_cache(maxsize=4)(desired)
+
+
 # --- the diff -------------------------------------------------------------
 
 
@@ -128,19 +133,22 @@ MARKER = (0, 1)  # the counters of an epoch rule that was not zeroed
 
 
 def plan(
-    current: SavedTable, want: Optional[Ruleset], stamp: Optional[int] = None, markers: bool = True
+    current: SavedTable,
+    want: Optional[Ruleset],
+    stamp: Optional[int] = None,
+    markers: bool = True,
+    prefix: str = layout.PREFIX,
 ) -> list[Op]:
     """Operations that turn current into want (want None: remove everything of ours).
 
-    New epoch rules get the stamp (default: the time in ns).  With markers,
-    current must carry counters: an epoch rule whose marker reads zero gets
-    it again.
+    Ours are the chains named prefix* and the jumps to them.  New epoch rules
+    get the stamp (default: the time in ns).  With markers, current must carry
+    counters: an epoch rule whose marker reads zero gets it again.
     """
     wanted = want.chain_map() if want else {}
-    if want and want.epochs:
-        wanted[layout.EPOCH_CHAIN] = ()
-    ours = [c for c in current.policies if layout.is_ours(c)]
-    ops: list[Op] = [Op("new", chain) for chain in wanted if chain not in current.policies]
+    made = list(wanted) + ([layout.EPOCH_CHAIN] if want and want.epochs else [])
+    ours = [c for c in current.policies if c.startswith(prefix)]
+    ops: list[Op] = [Op("new", chain) for chain in made if chain not in current.policies]
     if want and want.epochs:
         ops += _epoch_ops(current, want.epochs, time.time_ns() if stamp is None else stamp, markers)
     for chain, specs in wanted.items():
@@ -150,20 +158,18 @@ def plan(
             # and every other rule keeps its counters.
             ops += [Op("delete", chain, s) for s in _surplus(have, specs)]
             ops += [Op("append", chain, s) for s in _surplus(specs, have)]
-        elif chain == layout.EPOCH_CHAIN:
-            pass  # see _epoch_ops
         elif have != list(specs):
             ops.append(Op("flush", chain))
             ops += [Op("append", chain, s) for s in specs]
     jumps = dict(want.jumps) if want else {}
     for hook in layout.HOOKS:
-        have = [r.spec for r in current.chain_rules(hook) if _targets_ours(r.spec)]
+        have = [r.spec for r in current.chain_rules(hook) if _targets_ours(r.spec, prefix)]
         wanted_jump = jumps.get(hook)
         keep = [wanted_jump] if wanted_jump else []
         ops += [Op("delete", hook, s) for s in _surplus(have, keep)]
         if wanted_jump and wanted_jump not in have:
             ops.append(Op("insert", hook, wanted_jump))
-    obsolete = [c for c in ours if c not in wanted]
+    obsolete = [c for c in ours if c not in made]
     ops += [Op("flush", c) for c in obsolete if current.chain_rules(c)]
     ops += [Op("delete_chain", c) for c in obsolete]
     return ops
@@ -200,9 +206,9 @@ def _surplus(have: Sequence[str], want: Sequence[str]) -> list[str]:
     return out
 
 
-def _targets_ours(spec: str) -> bool:
+def _targets_ours(spec: str, prefix: str = layout.PREFIX) -> bool:
     target = layout.jump_target(spec)
-    return target is not None and layout.is_ours(target)
+    return target is not None and target.startswith(prefix)
 
 
 def new_counting_rules(ops: Sequence[Op]) -> list[tuple[str, int, str]]:
@@ -379,12 +385,12 @@ class IptablesRules:
         return parse_iptables_save(text).get(FILTER, SavedTable(FILTER))
 
     def sync(self, ips: Iterable[str], classes: ClassTable, host_traffic: bool) -> SyncResult:
-        ips = list(ips)
+        ips = tuple(ips)
         changes = 0
         created: list[tuple[CounterKey, Optional[int]]] = []
         restamped: dict[str, int] = {}
         for family in FAMILIES:
-            want = desired(family, ips, classes, host_traffic)
+            want = _wanted(family, ips, classes, host_traffic)
             current = self.current(family)
             ops = plan(current, want, markers=self.xtables.sets_counters(family))
             if ops:
@@ -408,7 +414,7 @@ class IptablesRules:
         return all(
             not plan(
                 tables.get(family, SavedTable(FILTER)),
-                desired(family, ips, classes, host_traffic),
+                _wanted(family, tuple(ips), classes, host_traffic),
                 markers=self.xtables.sets_counters(family),
             )
             for family in FAMILIES

@@ -28,6 +28,7 @@ every counter from zero.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -39,7 +40,7 @@ from typing import Any, Optional
 
 from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
-from ..runner import CommandError, Runner
+from ..runner import CommandError, Runner, output_of
 from ..sources import IpReading, canonical_ip
 from . import SyncResult
 
@@ -202,6 +203,15 @@ def plan(current: Current, want: Wanted) -> list[str]:
     return lines
 
 
+def _no_table(err: CommandError) -> bool:
+    """Whether nft failed because our table does not exist (nothing installed: not an error)."""
+    return err.returncode is not None and "No such file or directory" in err.stderr
+
+
+# The wanted table depends only on these inputs; every poll asks for it again.
+_wanted = functools.lru_cache(maxsize=4)(desired)
+
+
 class NftablesRules:
     name = "nftables"
 
@@ -209,20 +219,14 @@ class NftablesRules:
         self.runner = runner
 
     def available(self) -> bool:
-        if self.runner.which("nft") is None:
-            return False
-        try:
-            self.runner.run(("nft", "list", "tables"))
-        except CommandError:
-            return False
-        return True
+        return output_of(self.runner, ("nft", "list", "tables")) is not None
 
     def current(self) -> Current:
         argv = ("nft", "-j", "list", "table", FAMILY, TABLE)
         try:
             text = self.runner.run(argv)
         except CommandError as err:
-            if err.returncode is not None and "No such file or directory" in err.stderr:
+            if _no_table(err):
                 return Current()
             raise
         return parse_table(text, " ".join(argv))
@@ -232,11 +236,11 @@ class NftablesRules:
         return current, readings(current)
 
     def in_sync(self, current: Current, ips: Sequence[str], classes: ClassTable, host_traffic: bool) -> bool:
-        return not plan(current, desired(ips, classes, host_traffic))
+        return not plan(current, _wanted(tuple(ips), classes, host_traffic))
 
     def sync(self, ips: Iterable[str], classes: ClassTable, host_traffic: bool) -> SyncResult:
         before = self.current()
-        want = desired(ips, classes, host_traffic)
+        want = _wanted(tuple(ips), classes, host_traffic)
         lines = plan(before, want)
         if not lines:
             return SyncResult(0)
@@ -267,6 +271,6 @@ class NftablesRules:
         try:
             return self.runner.run(("nft", "list", "table", FAMILY, TABLE))
         except CommandError as err:
-            if "No such file or directory" in err.stderr:
+            if _no_table(err):
                 return f"# no table {WHERE}\n"
             raise

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from ..runner import CommandError, Runner
+from ..runner import Runner, output_of
 from . import ContainerReading
 
 ARGV = ("nft", "-j", "list", "counters")
@@ -67,13 +67,10 @@ class NftCountersSource:
         self.runner = runner
 
     def available(self) -> bool:
-        if self.runner.which("nft") is None:
-            return False
-        try:
-            tables = self.runner.run(("nft", "list", "tables", "netdev"))
-        except CommandError:  # not permitted or no netdev support: not available
-            return False
-        return any(line.split()[-1].startswith("ve_") for line in tables.splitlines() if line.strip())
+        tables = output_of(self.runner, ("nft", "list", "tables", "netdev"))  # None: not permitted, no netdev
+        return tables is not None and any(
+            line.split()[-1].startswith("ve_") for line in tables.splitlines() if line.strip()
+        )
 
     def read(self) -> list[ContainerReading]:
         return parse_nft_counters(self.runner.run(ARGV), " ".join(ARGV))
