@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, NamedTuple, Optional, Union
 
 STATE_VERSION = 2
@@ -37,6 +37,7 @@ STATE_VERSION = 2
 SeriesKey = tuple[str, ...]
 CounterKey = tuple[Union[str, int], ...]  # a raw counter's identity within its source
 Epoch = Optional[int]
+SeriesRow = tuple[SeriesKey, int, int]  # (series, packets, bytes)
 
 
 class Observation(NamedTuple):
@@ -59,7 +60,12 @@ class _Total:
 
 class Accumulator:
     def __init__(self, boot_id: Optional[str] = None) -> None:
-        self._last: dict[tuple[str, CounterKey], tuple[int, int, Epoch]] = {}
+        # Per source, every counter of its last read -> the observation of it
+        # that was accounted.  A source that hands the same observation object
+        # back for a counter that did not change (see the exporter) costs one
+        # lookup per such counter: idle counters are most of a large node's.
+        self._last: dict[str, dict[CounterKey, Observation]] = {}
+        self._read_at: dict[str, int] = {}  # per source, the time of its last read
         self._totals: dict[SeriesKey, _Total] = {}
         self.resets: Counter[str] = Counter()
         self.boot_id = boot_id
@@ -67,57 +73,106 @@ class Accumulator:
         # seen, forgotten or reset, a series made or dropped.  A read that
         # leaves it alone needs no save: the kernel still holds that growth.
         self.changes = 0
+        self.series_made = 0  # bumped when a series is made or dropped
+        # kind -> (series_made, sorted rows, series -> its row), and the series that grew since
+        self._rows: dict[str, tuple[int, list[SeriesRow], dict[SeriesKey, int]]] = {}
+        self._dirty: dict[str, set[SeriesKey]] = {}
 
     def update(self, source: str, observations: Iterable[Observation], now: Optional[float] = None) -> None:
         """Add one complete read of a source."""
         stamp = int(time.time() if now is None else now)
-        seen = set()
-        resets = self.resets[source]
+        old = self._last.get(source, {})
+        new: dict[CounterKey, Observation] = {}
+        totals = self._totals
+        resets = 0
+        moved: list[Observation] = []
         for obs in observations:
-            key = (source, obs.counter)
-            seen.add(key)
-            last = self._last.get(key)
+            counter = obs.counter
+            last = new[counter] if counter in new else old.get(counter)
+            if last is obs:  # the very observation accounted last time: nothing grew
+                new[counter] = obs
+                continue
             if last is None:
                 grew = (obs.packets, obs.bytes)
                 self.changes += 1
-            elif last[2] is not None and obs.epoch is not None and last[2] != obs.epoch:
-                grew = (obs.packets, obs.bytes)  # a new incarnation of the counter
-                self.resets[source] += 1
-            elif obs.packets < last[0] and obs.bytes > last[1] and obs.packet_bits:
-                # Bytes grew but a narrow packet counter went down: it wrapped.
-                grew = (obs.packets + (1 << obs.packet_bits) - last[0], obs.bytes - last[1])
-            elif obs.packets < last[0] or obs.bytes < last[1]:
-                grew = (obs.packets, obs.bytes)
-                self.resets[source] += 1
             else:
-                grew = (obs.packets - last[0], obs.bytes - last[1])
-            self._last[key] = (obs.packets, obs.bytes, obs.epoch if obs.epoch is not None else _epoch(last))
+                if last.series is not None and last.series != obs.series:
+                    moved.append(last)  # its old series was last seen by the read before
+                if last.epoch is not None and obs.epoch is not None and last.epoch != obs.epoch:
+                    grew = (obs.packets, obs.bytes)  # a new incarnation of the counter
+                    resets += 1
+                elif obs.packets < last.packets and obs.bytes > last.bytes and obs.packet_bits:
+                    # Bytes grew but a narrow packet counter went down: it wrapped.
+                    grew = (obs.packets + (1 << obs.packet_bits) - last.packets, obs.bytes - last.bytes)
+                elif obs.packets < last.packets or obs.bytes < last.bytes:
+                    grew = (obs.packets, obs.bytes)
+                    resets += 1
+                else:
+                    grew = (obs.packets - last.packets, obs.bytes - last.bytes)
+            if obs.epoch is None and last is not None and last.epoch is not None:
+                obs = obs._replace(epoch=last.epoch)  # keeps the epoch it was given
+            new[counter] = obs
             if obs.series is not None:
-                total = self._totals.get(obs.series)
+                total = totals.get(obs.series)
                 if total is None:
-                    self._totals[obs.series] = _Total(grew[0], grew[1], stamp)
+                    totals[obs.series] = _Total(grew[0], grew[1], stamp)
                     self.changes += 1
+                    self.series_made += 1
                 else:
                     total.packets += grew[0]
                     total.bytes += grew[1]
                     total.seen = stamp
-        gone = [k for k in self._last if k[0] == source and k not in seen]
-        for key in gone:
-            del self._last[key]
-        self.changes += len(gone) + self.resets[source] - resets
+                    if grew[0] or grew[1]:
+                        dirty = self._dirty.get(obs.series[0])
+                        if dirty is None:
+                            dirty = self._dirty[obs.series[0]] = set()
+                        dirty.add(obs.series)
+        gone = old.keys() - new.keys()
+        before = self._read_at.get(source)
+        if before is not None:  # counters gone or moved to another series: theirs was last seen then
+            self._seen([old[c] for c in gone], before)
+            self._seen(moved, before)
+        self._last[source] = new
+        self._read_at[source] = stamp
+        self.resets[source] += resets
+        self.changes += len(gone) + resets
+
+    def _seen(self, observations: Iterable[Observation], stamp: int) -> None:
+        totals = self._totals
+        for obs in observations:
+            total = totals.get(obs.series) if obs.series is not None else None
+            if total is not None and total.seen < stamp:
+                total.seen = stamp
+
+    def _touch(self) -> None:
+        """Bring every series' last-seen time up to the last read of the counters that feed it.
+
+        Reads set it only for counters that changed; this does it for the rest, where it is needed.
+        """
+        for source, counters in self._last.items():
+            stamp = self._read_at.get(source)
+            if stamp is not None:
+                self._seen(counters.values(), stamp)
+
+    def _set(self, source: str, counter: CounterKey, packets: int, nbytes: int, epoch: Epoch) -> None:
+        counters = self._last.setdefault(source, {})
+        last = counters.get(counter)
+        counters[counter] = Observation(
+            counter, None if last is None else last.series, packets, nbytes, None, epoch
+        )
 
     def started(self, source: str, counter: CounterKey, epoch: Epoch = None) -> None:
         """A counter we have just created: it starts from zero."""
-        if (source, counter) in self._last:
+        if counter in self._last.get(source, {}):
             self.resets[source] += 1  # it replaces one we were reading
-        self._last[(source, counter)] = (0, 0, epoch)
+        self._set(source, counter, 0, 0, epoch)
         self.changes += 1
 
     def restamped(self, source: str, counter: CounterKey, epoch: Epoch) -> None:
         """We gave a counter a new epoch without resetting it: not a reset."""
-        last = self._last.get((source, counter))
+        last = self._last.get(source, {}).get(counter)
         if last is not None:
-            self._last[(source, counter)] = (last[0], last[1], epoch)
+            self._set(source, counter, last.packets, last.bytes, epoch)
             self.changes += 1
 
     def boot(self, boot_id: Optional[str]) -> int:
@@ -126,9 +181,10 @@ class Accumulator:
             return 0
         absorbed = 0
         if self.boot_id is not None:
-            for source, _ in self._last:
-                self.resets[source] += 1
-                absorbed += 1
+            self._touch()
+            for source, counters in self._last.items():
+                self.resets[source] += len(counters)
+                absorbed += len(counters)
             self._last.clear()
         self.boot_id = boot_id
         self.changes += 1
@@ -137,10 +193,12 @@ class Accumulator:
     def expire(self, retention: float, now: Optional[float] = None) -> int:
         """Drop the series not seen for longer than retention; returns how many."""
         now = time.time() if now is None else now
+        self._touch()
         gone = [series for series, total in self._totals.items() if now - total.seen > retention]
         for series in gone:
             del self._totals[series]
         self.changes += len(gone)
+        self.series_made += len(gone)
         return len(gone)
 
     def total(self, series: SeriesKey) -> tuple[int, int]:
@@ -148,9 +206,25 @@ class Accumulator:
         total = self._totals.get(series)
         return (0, 0) if total is None else (total.packets, total.bytes)
 
-    def series(self, kind: str) -> Iterator[SeriesKey]:
-        """Every retained series whose key starts with kind."""
-        return (key for key in self._totals if key[0] == kind)
+    def rows(self, kind: str) -> list[SeriesRow]:
+        """(series, packets, bytes) of every retained series whose key starts with kind, sorted.
+
+        Kept between calls: made again only when series came or went, else
+        only the rows of the series that grew are.  The caller must not change the list.
+        """
+        cached = self._rows.get(kind)
+        dirty = self._dirty.pop(kind, set())
+        totals = self._totals
+        if cached is None or cached[0] != self.series_made:
+            keys = sorted(key for key in totals if key[0] == kind)
+            rows = [(key, totals[key].packets, totals[key].bytes) for key in keys]
+            self._rows[kind] = (self.series_made, rows, {key: i for i, key in enumerate(keys)})
+            return rows
+        _, rows, index = cached
+        for key in dirty:
+            total = totals[key]
+            rows[index[key]] = (key, total.packets, total.bytes)
+        return rows
 
     # -- persistence ---------------------------------------------------------
     #
@@ -160,11 +234,14 @@ class Accumulator:
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-ready, versioned copy of everything the accumulator knows."""
+        self._touch()
         return {
             "version": STATE_VERSION,
             "boot_id": self.boot_id,
             "counters": [
-                [source, p, b, epoch, *counter] for (source, counter), (p, b, epoch) in self._last.items()
+                [source, obs.packets, obs.bytes, obs.epoch, *counter]
+                for source, counters in self._last.items()
+                for counter, obs in counters.items()
             ],
             "series": [[t.packets, t.bytes, t.seen, *series] for series, t in self._totals.items()],
             "resets": dict(self.resets),
@@ -184,10 +261,8 @@ class Accumulator:
                 counter = tuple(row[4:])
                 if not isinstance(source, str) or not counter or not all(map(_is_part, counter)):
                     raise ValueError(f"{row!r} is not a counter")
-                acc._last[(source, counter)] = (
-                    _count(packets),
-                    _count(nbytes),
-                    None if epoch is None else _count(epoch),
+                acc._set(
+                    source, counter, _count(packets), _count(nbytes), None if epoch is None else _count(epoch)
                 )
             for row in state["series"]:
                 series = tuple(row[3:])
@@ -208,7 +283,3 @@ def _count(value: Any) -> int:
 
 def _is_part(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-
-
-def _epoch(last: Optional[tuple[int, int, Epoch]]) -> Epoch:
-    return None if last is None else last[2]

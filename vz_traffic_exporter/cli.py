@@ -203,7 +203,8 @@ def _serve(args: argparse.Namespace, config: Config, runner: Runner) -> int:
         except (CommandError, ValueError, RuntimeError, OSError) as err:
             log.error("could not install the accounting rules: %s", err)
 
-    app = http.make_app(lambda: collector.render(exporter.poll()), args.telemetry_path)
+    renderer = collector.Renderer()
+    app = http.make_app(lambda: renderer(exporter.poll()), args.telemetry_path)
     try:
         servers = http.serve(addresses, app)
     except OSError as err:

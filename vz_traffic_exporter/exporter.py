@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 from . import discovery
-from .accounting import Accumulator, Observation
+from .accounting import Accumulator, Observation, SeriesRow
 from .config import Config
 from .discovery import Container, Inventory
 from .discovery.classes import ClassTable
@@ -49,6 +49,7 @@ AUTO_WHY = {
     "iptables": "neither nft nor ipset works: one rule per address and class",
 }
 
+EXPIRE_EVERY = 60.0  # s; or a tenth of the retention, when that is shorter
 IP_SERIES = "ip"
 CONTAINER_SERIES = "container"
 INTERFACE_SERIES = "interface"
@@ -65,15 +66,6 @@ class SourceStatus:
     name: str
     up: bool
     duration: float
-
-
-class IpSeries(NamedTuple):
-    veid: str
-    ip: str
-    klass: int
-    direction: str
-    packets: int
-    bytes: int
 
 
 @dataclass(frozen=True)
@@ -99,7 +91,7 @@ class InterfaceSeries:
 class Snapshot:
     inventory: Inventory
     classes: ClassTable
-    ip_series: tuple[IpSeries, ...]
+    ip_series: Sequence[SeriesRow]  # (("ip", veid, ip, class, direction), packets, bytes), sorted
     container_series: tuple[ContainerSeries, ...]
     interface_series: tuple[InterfaceSeries, ...]
     statuses: tuple[SourceStatus, ...]
@@ -159,7 +151,13 @@ class Exporter:
         self._saved_changes = -1
         self._found: dict[str, Sequence[Container]] = {}
         self._discovered_at: Optional[float] = None
+        self._inventory: Optional[Inventory] = None
+        self._expired_at = -float("inf")
         self._nf_readings: list[IpReading] = []  # the last netfilter read accounted
+        # id(reading) -> (reading, its observation), for the owners they were made with
+        self._nf_observations: dict[int, tuple[IpReading, Observation]] = {}
+        self._nf_owners: Mapping[str, str] = {}
+        self._backends: dict[str, Backend] = {}
         self._discovery_status: dict[str, SourceStatus] = {}
         self._xtables: Optional[xtables.Xtables] = None
         self._lock = threading.Lock()
@@ -211,9 +209,16 @@ class Exporter:
         return self._backend(name).available()
 
     def _backend(self, name: str) -> Backend:
-        if name == "iptables":
-            return self.iptables()
-        return IpsetRules(self.runner) if name == "ipset" else NftablesRules(self.runner)
+        # One object per backend for the exporter's life: backends keep what
+        # they parsed last, and hand back the same reading for a line that did not change.
+        backend = self._backends.get(name)
+        if backend is None:
+            if name == "iptables":
+                backend = IptablesRules(self.runner, self.xtables())
+            else:
+                backend = IpsetRules(self.runner) if name == "ipset" else NftablesRules(self.runner)
+            self._backends[name] = backend
+        return backend
 
     def rules(self) -> Backend:
         """The netfilter backend in use (raises CommandError where its tools do not work)."""
@@ -223,10 +228,15 @@ class Exporter:
         return self._backend(name)
 
     def iptables(self) -> IptablesRules:
+        backend = self._backend("iptables")
+        assert isinstance(backend, IptablesRules)
+        return backend
+
+    def xtables(self) -> xtables.Xtables:
         if self._xtables is None:
             self._xtables = xtables.detect(self.runner)
             log.debug("iptables %s (%s)", self._xtables.version, self._xtables.variant)
-        return IptablesRules(self.runner, self._xtables)
+        return self._xtables
 
     def remove_rules(self, names: Sequence[str] = BACKENDS) -> int:
         """Remove every object of the named backends; returns the number of changes."""
@@ -280,9 +290,11 @@ class Exporter:
             # A failing source keeps its last known containers.
             timed.run(source.name, step)
             self._discovery_status[source.name] = timed.statuses[-1]
-        if due:
+        if due or self._inventory is None:
             self._discovered_at = now
-        return discovery.merge(self._found.get(s.name, ()) for s in self.discovery)
+            # Merged again only after a discovery: the same object otherwise, which later steps can tell.
+            self._inventory = discovery.merge(self._found.get(s.name, ()) for s in self.discovery)
+        return self._inventory
 
     def poll(self, persist: bool = False) -> Snapshot:
         """Read every source; persist: save the state whatever the read found."""
@@ -306,21 +318,19 @@ class Exporter:
             timed.run(source.name, lambda source=source: self._read_kernel(source, inventory))  # type: ignore[misc]
         if self.interfaces is not None:
             timed.run("interfaces", lambda: self._read_interfaces(inventory))
-        self.accumulator.expire(self.config.state.retention)
-        series = []
-        for key in sorted(self.accumulator.series(IP_SERIES)):
-            packets, nbytes = self.accumulator.total(key)
-            _, veid, ip, klass, direction = key
-            series.append(IpSeries(veid, ip, int(klass), direction, packets, nbytes))
-        interfaces = []
-        for key in sorted(self.accumulator.series(INTERFACE_SERIES)):
-            packets, nbytes = self.accumulator.total(key)
-            _, veid, name, direction = key
-            interfaces.append(InterfaceSeries(veid, name, direction, packets, nbytes))
+        retention = self.config.state.retention
+        now = time.monotonic()
+        if now - self._expired_at >= min(EXPIRE_EVERY, retention / 10):
+            self.accumulator.expire(retention)
+            self._expired_at = now
+        interfaces = [
+            InterfaceSeries(veid, name, direction, packets, nbytes)
+            for (_, veid, name, direction), packets, nbytes in self.accumulator.rows(INTERFACE_SERIES)
+        ]
         return Snapshot(
             inventory=inventory,
             classes=self.config.classes,
-            ip_series=tuple(series),
+            ip_series=tuple(self.accumulator.rows(IP_SERIES)),
             container_series=self._container_series(),
             interface_series=tuple(interfaces),
             statuses=tuple(timed.statuses),
@@ -388,8 +398,8 @@ class Exporter:
         Classes that are not configured are shown only once they counted something.
         """
         found: dict[tuple[str, ...], dict[str, tuple[int, int]]] = {}
-        for key in self.accumulator.series(CONTAINER_SERIES):
-            found.setdefault(key[2:], {})[key[1]] = self.accumulator.total(key)
+        for key, *counts in self.accumulator.rows(CONTAINER_SERIES):
+            found.setdefault(key[2:], {})[key[1]] = (counts[0], counts[1])
         configured = {str(i) for i in self.config.classes.ids()}
         out = []
         for (veid, klass, direction, family), by_source in sorted(found.items()):
@@ -405,10 +415,14 @@ class Exporter:
                 out.append(ContainerSeries(veid, int(klass), direction, family, nbytes, packets))
         return tuple(out)
 
+    @cached_property
+    def _adopted(self) -> IptablesSource:
+        return IptablesSource(self.runner, adopted=True)
+
     def _read_netfilter(self, name: str, inventory: Inventory) -> None:
         nf = self.config.netfilter
         if not nf.manage_rules:
-            adopted = IptablesSource(self.runner, adopted=True).read()
+            adopted = self._adopted.read()
             self._account_netfilter(name, adopted.readings, inventory)
             return
         backend = self.rules()
@@ -426,12 +440,28 @@ class Exporter:
             self._account_netfilter(name, backend.read()[1], inventory)
 
     def _account_netfilter(self, name: str, readings: list[IpReading], inventory: Inventory) -> None:
+        owners = inventory.owners
+        if (
+            owners is not self._nf_owners and owners != self._nf_owners
+        ):  # observations carry their owner: made again for new owners
+            self._nf_observations = {}
+            self._nf_owners = owners
+        # A backend hands back the same reading object for a counter that did
+        # not change; it gets back the same observation, which the accumulator
+        # passes over.  (The reading is kept with it: its id is not reused.)
+        made = self._nf_observations
+        kept: dict[int, tuple[IpReading, Observation]] = {}
         observations = []
         for r in readings:
-            veid = inventory.owners.get(r.ip)
-            # An address nobody owns now is still tracked, so that a later owner
-            # gets only what it counts from then on.
-            key = None if veid is None else (IP_SERIES, veid, r.ip, str(r.klass), r.direction)
-            observations.append(Observation(r.counter, key, r.packets, r.bytes, epoch=r.epoch))
+            entry = made.get(id(r))
+            if entry is None or entry[0] is not r:
+                veid = owners.get(r.ip)
+                # An address nobody owns now is still tracked, so that a later owner
+                # gets only what it counts from then on.
+                key = None if veid is None else (IP_SERIES, veid, r.ip, str(r.klass), r.direction)
+                entry = (r, Observation(r.counter, key, r.packets, r.bytes, epoch=r.epoch))
+            kept[id(r)] = entry
+            observations.append(entry[1])
+        self._nf_observations = kept
         self._account(name, observations)
         self._nf_readings = readings

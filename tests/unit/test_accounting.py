@@ -167,10 +167,50 @@ def test_series_are_kept_for_the_retention_then_dropped() -> None:
     acc.update("iptables", [Observation(R, A, 5, 500)], now=0.0)
     acc.update("iptables", [Observation(R, B, 6, 600)], now=day)  # the address moved to 102
     assert acc.expire(35 * day, now=35 * day) == 0
-    assert sorted(acc.series("ip")) == [A, B]
+    assert [row[0] for row in acc.rows("ip")] == [A, B]
     assert acc.total(A) == (5, 500)  # the old owner keeps its total
     assert acc.expire(35 * day, now=35 * day + 1) == 1
-    assert list(acc.series("ip")) == [B]
+    assert [row[0] for row in acc.rows("ip")] == [B]
+
+
+def test_a_counter_read_unchanged_keeps_its_series_seen_until_it_goes() -> None:
+    acc = Accumulator()
+    day = 86400.0
+    obs = Observation(R, A, 5, 500)
+    for when in range(11):  # the same object, read every day: nothing grows
+        acc.update("iptables", [obs], now=when * day)
+    assert acc.expire(5 * day, now=10.5 * day) == 0  # still read: seen on day 10
+    acc.update("iptables", [], now=11 * day)  # gone: last seen on day 10
+    assert acc.total(A) == (5, 500)
+    assert acc.expire(30 * day, now=40 * day) == 0
+    assert acc.expire(30 * day, now=40 * day + 1) == 1
+
+
+def test_the_same_observation_object_twice_in_a_row_adds_nothing() -> None:
+    acc = Accumulator()
+    obs = Observation(R, A, 5, 500)
+    acc.update("iptables", [obs])
+    changes = acc.changes
+    acc.update("iptables", [obs])
+    assert acc.total(A) == (5, 500)
+    assert acc.changes == changes
+    acc.started("iptables", R)  # re-created by us: the same values again are new
+    acc.update("iptables", [obs])
+    assert acc.total(A) == (10, 1000)
+
+
+def test_rows_are_sorted_and_follow_series_that_come_and_go() -> None:
+    acc = Accumulator()
+    acc.update("iptables", [Observation(R, B, 1, 10)], now=0.0)
+    assert acc.rows("ip") == [(B, 1, 10)]
+    acc.update("iptables", [Observation(R, B, 2, 20), Observation(("r2",), A, 3, 30)], now=1.0)
+    assert acc.rows("ip") == [(A, 3, 30), (B, 2, 20)]
+    acc.update("iptables", [Observation(R, B, 2, 20)], now=2.0)
+    assert acc.expire(0.5, now=2.0) == 1
+    assert acc.rows("ip") == [(B, 2, 20)]
+    acc.update("iptables", [Observation(R, B, 4, 40)], now=3.0)  # growth only: the row is updated
+    assert acc.rows("ip") == [(B, 4, 40)]
+    assert acc.rows("ip") == [(B, 4, 40)]
 
 
 def test_state_keeps_every_kind_of_counter_identity() -> None:
@@ -228,6 +268,7 @@ class History:
         self.acc = Accumulator("boot-0")
         self.saved = self.acc.to_state()
         self.exported = {A: (0, 0), B: (0, 0)}
+        self.interned: dict[Observation, Observation] = {}
 
     def read(self) -> None:
         observations = []
@@ -239,7 +280,9 @@ class History:
             self.pending[i] = [0, 0]
             packets = self.packets[i] % WRAP if i == 1 else self.packets[i]
             bits = 32 if i == 1 else None
-            observations.append(Observation(("c", i), owner, packets, self.bytes[i], bits, self.epoch[i]))
+            obs = Observation(("c", i), owner, packets, self.bytes[i], bits, self.epoch[i])
+            # As the exporter does: an unchanged counter comes back as the very same object.
+            observations.append(self.interned.setdefault(obs, obs))
         self.acc.update("x", observations)
         self.saved = json.loads(json.dumps(self.acc.to_state()))
         for key in (A, B):

@@ -291,3 +291,23 @@ def test_series_written_straight_to_text_escape_like_the_library() -> None:
     assert ours == generate_latest(registry).decode()
     [parsed] = text_string_to_metric_families(ours)
     assert parsed.samples[0].labels == {"veid": "ct\\1", "interface": 'veth"x"\n0', "direction": "in"}
+
+
+def test_a_kept_renderer_writes_what_a_fresh_one_writes_scrape_after_scrape() -> None:
+    runner = managed_runner()
+    exporter = Exporter(load(LAB), runner, procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT)
+    renderer = collector.Renderer()
+    ipv4 = ("iptables-save", "-c", "-t", "filter")
+    counted = str(runner.outputs[ipv4])
+    texts = []
+    for grown in ("[10:1280]", "[10:1280]", "[12:1536]", "[12:1536]"):
+        runner.outputs[ipv4] = counted.replace("[10:1280] -A VZTRAFFIC-OUT-1", f"{grown} -A VZTRAFFIC-OUT-1")
+        snap = exporter.poll()
+        kept, fresh = renderer(snap).decode(), collector.render(snap).decode()
+        assert normalised(kept) == normalised(fresh)
+        texts.append(kept)
+    key = (
+        "vz_traffic_ip_bytes_total",
+        (("class", "1"), ("direction", "out"), ("ip", "192.0.2.11"), ("veid", "101")),
+    )
+    assert [samples(text)[key] for text in texts] == [1280, 1280, 1536, 1536]

@@ -3,7 +3,14 @@ from __future__ import annotations
 from tests.conftest import FIXTURES, fixture_text
 from vz_traffic_exporter.config import load
 from vz_traffic_exporter.netfilter.iptables_save import SavedRule, SavedTable
-from vz_traffic_exporter.rules.ipset import desired, parse_ipset_save, plan_rules, plan_sets, readings
+from vz_traffic_exporter.rules.ipset import (
+    SaveReader,
+    desired,
+    parse_ipset_save,
+    plan_rules,
+    plan_sets,
+    readings,
+)
 
 CLASSES = load(str(FIXTURES / "lab.yaml")).classes
 IPS = ["192.0.2.11", "2001:db8::b", "192.0.2.12", "2001:db8::c"]
@@ -21,6 +28,22 @@ def test_the_captured_sets_are_read_per_address_class_and_direction() -> None:
     assert got[("out", 0, "2001:db8::b")] == (5, 440, STAMP)  # the class-0 hole inside class 1
     assert got[("in", 0, "192.0.2.12")] == (4, 4112, STAMP)
     assert sum(p for p, _, _ in got.values()) == 19
+
+
+def test_a_reader_hands_back_the_same_reading_for_an_unchanged_line_only() -> None:
+    text = fixture_text("cmd/ipset-save.txt")
+    reader = SaveReader()
+    first_sets, first = reader.read(text)
+    grown = text.replace("192.0.2.11 packets 10 bytes 1280", "192.0.2.11 packets 11 bytes 1408", 1)
+    assert grown != text
+    sets, again = reader.read(grown)
+    assert first_sets == captured()
+    assert sets["vztraffic4-out-1"].elements["192.0.2.11"][:2] == (11, 1408)
+    assert [r.ip for r in again] == [r.ip for r in first]
+    changed = [(a, b) for a, b in zip(first, again) if a is not b]
+    assert [(b.ip, b.packets, b.bytes) for _, b in changed] == [("192.0.2.11", 11, 1408)]
+    assert [r for r in again if r not in first] == [b for _, b in changed]
+    assert readings(sets) == again  # the same values as a parse from scratch
 
 
 def test_the_captured_sets_are_in_sync_and_class_networks_are_disjoint() -> None:

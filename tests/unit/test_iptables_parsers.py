@@ -3,7 +3,13 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import fixture_text
-from vz_traffic_exporter.netfilter.iptables_save import ParseError, SavedRule, SavedTable, parse_iptables_save
+from vz_traffic_exporter.netfilter.iptables_save import (
+    ParseError,
+    SavedRule,
+    SavedTable,
+    SaveParser,
+    parse_iptables_save,
+)
 from vz_traffic_exporter.netfilter.layout import parse_epoch_spec
 from vz_traffic_exporter.netfilter.xtables import LEGACY, NFT, parse_version
 from vz_traffic_exporter.sources.iptables import (
@@ -99,3 +105,20 @@ def test_epoch_rules_give_each_counting_chain_its_epoch() -> None:
     )
     assert epochs(table, markers=True) == {"VZTRAFFIC-OUT-1": 5, "VZTRAFFIC-IN-1": 0}  # IN-1 was zeroed
     assert epochs(table, markers=False) == {"VZTRAFFIC-OUT-1": 5, "VZTRAFFIC-IN-1": 5}
+
+
+def test_an_unchanged_rule_line_gives_the_same_reading_object() -> None:
+    text = fixture_text("cmd/iptables-save-c.txt")
+    parser = SaveParser()
+    made: dict = {}  # type: ignore[type-arg]
+    first = managed_readings(parser.parse(text)["filter"], True, "ipv4", made)
+    again = managed_readings(parser.parse(text)["filter"], True, "ipv4", made)
+    assert first and all(a is b for a, b in zip(first, again))
+    grown = text.replace("[10:1280] -A VZTRAFFIC-OUT-1 -s", "[11:1408] -A VZTRAFFIC-OUT-1 -s")
+    assert grown != text
+    third = managed_readings(parser.parse(grown)["filter"], True, "ipv4", made)
+    assert third == managed_readings(parse_iptables_save(grown)["filter"], True, "ipv4")
+    changed = [b for a, b in zip(again, third) if a is not b]
+    assert [(r.ip, r.klass, r.direction, r.packets, r.bytes) for r in changed] == [
+        ("192.0.2.11", 1, "out", 11, 1408)
+    ]

@@ -92,3 +92,18 @@ def test_backend_auto_prefers_nftables_where_nft_works(
     runner = ReplayRunner({("nft", "list", "tables"): tables}, installed=installed)
     exporter = Exporter(load(str(FIXTURES / "lab.yaml")), runner, procfs=str(FIXTURES / "empty"))
     assert exporter.backend_name() == chosen
+
+
+def test_an_element_showing_the_same_gives_the_same_reading_object() -> None:
+    text = fixture_text("cmd/nft-j-list-table-vz_traffic.json")
+    made: dict = {}  # type: ignore[type-arg]
+    first = readings(parse_table(text), made)
+    again = readings(parse_table(text), made)
+    assert len(again) == 16 and all(a is b for a, b in zip(first, again))
+    grown = text.replace('"packets": 10, "bytes": 1280', '"packets": 11, "bytes": 1408', 1)
+    assert grown != text
+    third = readings(parse_table(grown), made)
+    changed = [b for a, b in zip(again, third) if a is not b]
+    assert [(r.direction, r.klass, r.ip, r.packets, r.bytes) for r in changed] == [
+        ("out", 1, "192.0.2.11", 11, 1408)
+    ]

@@ -1,22 +1,28 @@
 """One snapshot per scrape, turned into the text exposition.
 
-The per-series families (tens of thousands of samples on a large node) are
-written straight to text; every other family goes through prometheus-client
-const metric families and its text writer.  Both write the same format:
-labels sorted by name, values as prometheus-client formats them.
+The per-series families and the container info (tens of thousands of samples
+on a large node) are written straight to text; every other family goes
+through prometheus-client const metric families and its text writer.  Both
+write the same format: labels sorted by name, values as prometheus-client
+formats them.  A :class:`Renderer` kept across scrapes writes a sample line
+again only when its value changed: on a large node most counters are idle
+between two scrapes.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Callable
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Optional
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from ..accounting import SeriesKey
+from ..discovery import Container
 from ..exporter import Snapshot
 
 IP_LABELS = ["veid", "ip", "class", "direction"]
@@ -78,14 +84,9 @@ def _family(name: str) -> CounterMetricFamily | GaugeMetricFamily:
 SERIES_FAMILIES = tuple(name for name in METRICS if name.endswith(("bytes_total", "packets_total")))
 
 
-def _series_rows(snap: Snapshot) -> dict[str, list[tuple[str, float]]]:
-    """Rows (label text, value) of every per-series family; bytes and packets share the text."""
-    rows: dict[str, list[tuple[str, float]]] = {name: [] for name in SERIES_FAMILIES}
-    ip_labels = _labeller(IP_LABELS)
-    for s in snap.ip_series:
-        text = ip_labels((s.veid, s.ip, str(s.klass), s.direction))
-        rows["vz_traffic_ip_bytes_total"].append((text, s.bytes))
-        rows["vz_traffic_ip_packets_total"].append((text, s.packets))
+def _kernel_rows(snap: Snapshot) -> dict[str, list[tuple[str, float]]]:
+    """Rows (label text, value) of the container and interface families; bytes and packets share the text."""
+    rows: dict[str, list[tuple[str, float]]] = {name: [] for name in SERIES_FAMILIES[2:]}
     container_labels = _labeller(CONTAINER_LABELS)
     for c in snap.container_series:
         text = container_labels((c.veid, str(c.klass), c.direction, c.family))
@@ -121,32 +122,89 @@ def _labeller(names: Sequence[str]) -> Callable[[Sequence[str]], str]:
     return text
 
 
-def _series_text(name: str, rows: Iterable[tuple[str, float]]) -> str:
+def _head(name: str) -> str:
     kind, doc, _ = METRICS[name]
-    lines = [f"# HELP {name} {_escape(doc)}", f"# TYPE {name} {kind}"]
-    lines += [f"{name}{{{labels}}} {_value(value)}" for labels, value in rows]
-    return "\n".join(lines) + "\n"
+    return f"# HELP {name} {_escape(doc)}\n# TYPE {name} {kind}\n"
+
+
+def _series_text(name: str, rows: Iterable[tuple[str, float]]) -> str:
+    return _head(name) + "".join([f"{name}{{{labels}}} {_value(value)}\n" for labels, value in rows])
+
+
+_ip_labels = _labeller(IP_LABELS)
+_info_labels = _labeller(["veid", "name"])
+IP_BYTES, IP_PACKETS = SERIES_FAMILIES[:2]
+INFO = "vz_traffic_container_info"
+
+
+class Renderer:
+    """Writes snapshots as the text exposition (format 0.0.4), one scrape after another.
+
+    Keeps each address series' sample lines with the values they show, and
+    the container info with the containers it shows: what did not change
+    since the last scrape is not written again.
+    """
+
+    def __init__(self) -> None:
+        # series -> (packets, bytes, bytes line, packets line, label text)
+        self._ip_lines: dict[SeriesKey, tuple[int, int, str, str, str]] = {}
+        self._info: tuple[Optional[Mapping[str, Container]], str] = (None, "")
+        self._lock = threading.Lock()
+
+    def __call__(self, snap: Snapshot) -> bytes:
+        with self._lock:
+            parts = self._ip_series(snap)
+            parts += [_series_text(name, rows) for name, rows in _kernel_rows(snap).items() if rows]
+            parts.append(self._container_info(snap.inventory.containers))
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(TrafficCollector(lambda: snap))
+        return "".join(parts).encode() + generate_latest(registry)
+
+    def _ip_series(self, snap: Snapshot) -> list[str]:
+        if not snap.ip_series:
+            self._ip_lines = {}
+            return []
+        old = self._ip_lines
+        kept = {}
+        bytes_lines, packets_lines = [_head(IP_BYTES)], [_head(IP_PACKETS)]
+        for key, packets, nbytes in snap.ip_series:
+            lines = old.get(key)
+            if lines is None or lines[0] != packets or lines[1] != nbytes:
+                labels = _ip_labels(key[1:]) if lines is None else lines[4]
+                lines = (
+                    packets,
+                    nbytes,
+                    f"{IP_BYTES}{{{labels}}} {_value(nbytes)}\n",
+                    f"{IP_PACKETS}{{{labels}}} {_value(packets)}\n",
+                    labels,
+                )
+            kept[key] = lines
+            bytes_lines.append(lines[2])
+            packets_lines.append(lines[3])
+        self._ip_lines = kept
+        return ["".join(bytes_lines), "".join(packets_lines)]
+
+    def _container_info(self, containers: Mapping[str, Container]) -> str:
+        if self._info[0] is not containers:
+            rows = [(_info_labels((veid, ct.name)), 1.0) for veid, ct in sorted(containers.items())]
+            self._info = (containers, _series_text(INFO, rows) if rows else "")
+        return self._info[1]
 
 
 def render(snap: Snapshot) -> bytes:
-    """The text exposition (format 0.0.4) of one snapshot."""
-    parts = [_series_text(name, rows) for name, rows in _series_rows(snap).items() if rows]
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(TrafficCollector(lambda: snap))
-    return "".join(parts).encode() + generate_latest(registry)
+    """The text exposition of one snapshot, for a one-off (a long-running server keeps a Renderer)."""
+    return Renderer()(snap)
 
 
 class TrafficCollector(Collector):
-    """The families other than the per-series ones, as prometheus-client metric families."""
+    """The families other than the per-series ones and the container info, as prometheus-client families."""
 
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        fam = {name: _family(name) for name in METRICS if name not in SERIES_FAMILIES}
-        for veid, ct in sorted(snap.inventory.containers.items()):
-            fam["vz_traffic_container_info"].add_metric([veid, ct.name], 1)
+        fam = {name: _family(name) for name in METRICS if name not in SERIES_FAMILIES and name != INFO}
         for klass in snap.classes.classes:
             fam["vz_traffic_class_info"].add_metric([str(klass.id), klass.name], 1)
         for status in snap.statuses:

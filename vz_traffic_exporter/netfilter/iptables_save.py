@@ -44,30 +44,54 @@ _CHAIN = re.compile(r"^:(\S+)\s+(\S+)(?:\s+\[\d+:\d+\])?\s*$")
 _RULE = re.compile(r"^(?:\[(\d+):(\d+)\]\s+)?-A\s+(\S+)(?:\s+(.*?))?\s*$")
 
 
-def parse_iptables_save(text: str) -> dict[str, SavedTable]:
-    tables: dict[str, SavedTable] = {}
-    current: SavedTable | None = None
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:], SavedTable(line[1:]))
-            continue
-        if line == "COMMIT":
-            current = None
-            continue
-        if current is None:
-            raise ParseError(line_no, raw, "outside a table")
-        if line.startswith(":"):
-            m = _CHAIN.match(line)
+class SaveParser:
+    """Parses ``iptables-save`` output, dump after dump.
+
+    A rule line seen in the last dump (same counters) is not parsed again:
+    its rule is the same object as then, which later steps can tell.
+    """
+
+    def __init__(self) -> None:
+        self._rules: dict[str, SavedRule] = {}
+
+    def parse(self, text: str) -> dict[str, SavedTable]:
+        tables: dict[str, SavedTable] = {}
+        current: SavedTable | None = None
+        old = self._rules
+        seen: dict[str, SavedRule] = {}
+        for line_no, raw in enumerate(text.splitlines(), start=1):
+            rule = old.get(raw)
+            if rule is not None and current is not None:
+                current.rules.append(rule)
+                seen[raw] = rule
+                continue
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("*"):
+                current = tables.setdefault(line[1:], SavedTable(line[1:]))
+                continue
+            if line == "COMMIT":
+                current = None
+                continue
+            if current is None:
+                raise ParseError(line_no, raw, "outside a table")
+            if line.startswith(":"):
+                m = _CHAIN.match(line)
+                if not m:
+                    raise ParseError(line_no, raw, "malformed chain line")
+                current.policies[m.group(1)] = m.group(2)
+                continue
+            m = _RULE.match(line)
             if not m:
-                raise ParseError(line_no, raw, "malformed chain line")
-            current.policies[m.group(1)] = m.group(2)
-            continue
-        m = _RULE.match(line)
-        if not m:
-            raise ParseError(line_no, raw, "malformed rule line")
-        packets, nbytes, chain, spec = m.groups()
-        current.rules.append(SavedRule(chain, spec or "", int(packets or 0), int(nbytes or 0)))
-    return tables
+                raise ParseError(line_no, raw, "malformed rule line")
+            packets, nbytes, chain, spec = m.groups()
+            rule = SavedRule(chain, spec or "", int(packets or 0), int(nbytes or 0))
+            current.rules.append(rule)
+            seen[raw] = rule
+        self._rules = seen
+        return tables
+
+
+def parse_iptables_save(text: str) -> dict[str, SavedTable]:
+    return SaveParser().parse(text)

@@ -123,25 +123,59 @@ class Current:
     tables: dict[str, SavedTable] = field(default_factory=dict)  # family -> filter table
 
 
+class SaveReader:
+    """Reads ``ipset save`` output, read after read.
+
+    An element line seen in the last read (same set, same counters, same
+    comment) is not parsed again: its reading is the same object as then,
+    which is what lets the accounting pass over idle counters.
+    """
+
+    def __init__(self) -> None:
+        # line -> (set, set type, element, (packets, bytes, stamp), reading or None)
+        self._lines: dict[str, tuple[str, str, str, tuple[int, int, Optional[int]], Optional[IpReading]]] = {}
+
+    def read(self, text: str, where: str = "ipset save") -> tuple[dict[str, IpsetState], list[IpReading]]:
+        """Our sets with their elements and counters, and the readings of the counting sets."""
+        sets: dict[str, IpsetState] = {}
+        out: list[IpReading] = []
+        old = self._lines
+        lines = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            hit = old.get(line)
+            if hit is not None:
+                state = sets.get(hit[0])
+                if state is not None and state.type == hit[1]:
+                    state.elements[hit[2]] = hit[3]
+                    if hit[4] is not None:
+                        out.append(hit[4])
+                    lines[line] = hit
+                    continue
+            words = line.split()
+            if not words or not words[1:] or not words[1].startswith(SET_PREFIX):
+                continue
+            if words[0] == "create":
+                sets[words[1]] = IpsetState(words[2] if len(words) > 2 else "", {})
+            elif words[0] == "add":
+                state = sets.get(words[1])
+                if state is None or len(words) < 3:
+                    raise ValueError(f"{where}: line {number}: unexpected {line!r}")
+                try:
+                    element, values = _element(state.type, words[2]), _values(words[3:])
+                except ValueError as err:
+                    raise ValueError(f"{where}: line {number}: {err}: {line!r}") from None
+                state.elements[element] = values
+                reading = _reading(words[1], element, values)
+                if reading is not None:
+                    out.append(reading)
+                lines[line] = (words[1], state.type, element, values, reading)
+        self._lines = lines
+        return sets, out
+
+
 def parse_ipset_save(text: str, where: str = "ipset save") -> dict[str, IpsetState]:
     """Our sets in ``ipset save`` output, with their elements and counters."""
-    sets: dict[str, IpsetState] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        words = line.split()
-        if not words or not words[1:] or not words[1].startswith(SET_PREFIX):
-            continue
-        if words[0] == "create":
-            sets[words[1]] = IpsetState(words[2] if len(words) > 2 else "", {})
-        elif words[0] == "add":
-            state = sets.get(words[1])
-            if state is None or len(words) < 3:
-                raise ValueError(f"{where}: line {number}: unexpected {line!r}")
-            try:
-                element, values = _element(state.type, words[2]), _values(words[3:])
-            except ValueError as err:
-                raise ValueError(f"{where}: line {number}: {err}: {line!r}") from None
-            state.elements[element] = values
-    return sets
+    return SaveReader().read(text, where)[0]
 
 
 def _element(set_type: str, text: str) -> str:
@@ -163,16 +197,23 @@ def _values(words: Sequence[str]) -> tuple[int, int, Optional[int]]:
     return packets, nbytes, stamp
 
 
+def _reading(name: str, ip: str, values: tuple[int, int, Optional[int]]) -> Optional[IpReading]:
+    parsed = parse_counting_set(name)
+    if parsed is None:
+        return None
+    direction, _, klass = parsed
+    packets, nbytes, stamp = values
+    return IpReading(("ipset", direction, klass, ip), ip, klass, direction, packets, nbytes, stamp, name)
+
+
 def readings(sets: dict[str, IpsetState]) -> list[IpReading]:
+    """The readings of the counting sets' elements."""
     out = []
     for name, state in sets.items():
-        parsed = parse_counting_set(name)
-        if parsed is None:
-            continue
-        direction, _, klass = parsed
-        for ip, (packets, nbytes, stamp) in state.elements.items():
-            counter = ("ipset", direction, klass, ip)
-            out.append(IpReading(counter, ip, klass, direction, packets, nbytes, stamp, name))
+        for ip, values in state.elements.items():
+            reading = _reading(name, ip, values)
+            if reading is not None:
+                out.append(reading)
     return out
 
 
@@ -216,6 +257,7 @@ class IpsetRules:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
+        self._reader = SaveReader()
 
     def available(self) -> bool:
         # None: not installed, not permitted, or no ip_set in this kernel
@@ -225,16 +267,18 @@ class IpsetRules:
         )
 
     def current(self) -> Current:
-        sets = parse_ipset_save(self.runner.run(("ipset", "save")))
+        return self._current()[0]
+
+    def _current(self) -> tuple[Current, list[IpReading]]:
+        sets, found = self._reader.read(self.runner.run(("ipset", "save")))
         tables = {}
         for family in FAMILIES:
             text = self.runner.run((Xtables.program(family, "save"), "-t", "filter"))
             tables[family] = parse_iptables_save(text).get("filter", SavedTable("filter"))
-        return Current(sets, tables)
+        return Current(sets, tables), found
 
     def read(self) -> tuple[Current, list[IpReading]]:
-        current = self.current()
-        return current, readings(current.sets)
+        return self._current()
 
     def _plan(
         self, current: Current, want: Wanted, stamp: int

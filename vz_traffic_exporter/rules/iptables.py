@@ -379,6 +379,7 @@ class IptablesRules:
         if writer is None:
             writer = LibiptcWriter() if xtables.variant == LEGACY else RestoreWriter(runner)
         self.writer = writer
+        self._source = IptablesSource(runner, adopted=False, xtables=xtables)
 
     def current(self, family: str) -> SavedTable:
         text = self.runner.run([Xtables.program(family, "save"), "-c", "-t", FILTER])
@@ -421,7 +422,7 @@ class IptablesRules:
         )
 
     def read(self) -> tuple[dict[str, SavedTable], list[IpReading]]:
-        read = IptablesSource(self.runner, adopted=False, xtables=self.xtables).read()
+        read = self._source.read()
         return read.tables, read.readings
 
     def available(self) -> bool:

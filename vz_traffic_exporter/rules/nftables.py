@@ -161,7 +161,17 @@ def _elements(nft_set: dict[str, Any], where: str) -> dict[str, tuple[int, int]]
     return out
 
 
-def readings(current: Current) -> list[IpReading]:
+ReadingKey = tuple[str, str, int, int, int]  # set, element, packets, bytes, table handle
+
+
+def readings(current: Current, made: Optional[dict[ReadingKey, IpReading]] = None) -> list[IpReading]:
+    """The readings of the counting sets' elements.
+
+    made: the readings of the last read by what they show, updated in place:
+    an element that shows the same gives the same reading object.
+    """
+    old = made if made is not None else {}
+    kept: dict[ReadingKey, IpReading] = {}
     out = []
     for name, elements in current.sets.items():
         parsed = parse_set_name(name)
@@ -169,8 +179,16 @@ def readings(current: Current) -> list[IpReading]:
             continue
         direction, _, klass = parsed
         for ip, (packets, nbytes) in elements.items():
-            counter = ("nftables", direction, klass, ip)
-            out.append(IpReading(counter, ip, klass, direction, packets, nbytes, current.handle, GROUP))
+            key = (name, ip, packets, nbytes, current.handle)
+            reading = old.get(key)
+            if reading is None:
+                counter = ("nftables", direction, klass, ip)
+                reading = IpReading(counter, ip, klass, direction, packets, nbytes, current.handle, GROUP)
+            kept[key] = reading
+            out.append(reading)
+    if made is not None:
+        made.clear()
+        made.update(kept)
     return out
 
 
@@ -217,6 +235,7 @@ class NftablesRules:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
+        self._made: dict[ReadingKey, IpReading] = {}  # the last read's readings, by what they show
 
     def available(self) -> bool:
         return output_of(self.runner, ("nft", "list", "tables")) is not None
@@ -233,7 +252,7 @@ class NftablesRules:
 
     def read(self) -> tuple[Current, list[IpReading]]:
         current = self.current()
-        return current, readings(current)
+        return current, readings(current, self._made)
 
     def in_sync(self, current: Current, ips: Sequence[str], classes: ClassTable, host_traffic: bool) -> bool:
         return not plan(current, _wanted(tuple(ips), classes, host_traffic))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..netfilter import layout
-from ..netfilter.iptables_save import SavedTable, parse_iptables_save
+from ..netfilter.iptables_save import SavedRule, SavedTable, SaveParser
 from ..netfilter.xtables import FAMILIES, Xtables
 from ..runner import Runner
 from . import IpReading
@@ -42,21 +42,46 @@ def epoch_group(family: str, chain: str) -> str:
     return f"{family} {chain}"
 
 
-def managed_readings(table: SavedTable, markers: bool = True, family: str = "ipv4") -> list[IpReading]:
+def managed_readings(
+    table: SavedTable,
+    markers: bool = True,
+    family: str = "ipv4",
+    made: Optional[dict[int, tuple[SavedRule, Optional[int], Optional[IpReading]]]] = None,
+) -> list[IpReading]:
+    """The readings of our counting rules.
+
+    made: id(rule) -> (rule, epoch, its reading) of the last read, updated in
+    place: a rule object seen then with the same epoch gives the same reading.
+    """
     stamps = epochs(table, markers)
+    old = made if made is not None else {}
+    kept: dict[int, tuple[SavedRule, Optional[int], Optional[IpReading]]] = {}
     readings = []
     for rule in table.rules:
-        parsed = layout.parse_counting_chain(rule.chain)
-        if parsed is None:
-            continue
-        direction, klass = parsed
-        ip = layout.parse_counting_spec(direction, rule.spec)
-        if ip is not None:
-            counter = ("managed", direction, klass, ip)
-            epoch = stamps.get(rule.chain)
-            group = epoch_group(family, rule.chain)
-            readings.append(IpReading(counter, ip, klass, direction, rule.packets, rule.bytes, epoch, group))
+        epoch = stamps.get(rule.chain)
+        entry = old.get(id(rule))
+        if entry is None or entry[0] is not rule or entry[1] != epoch:
+            entry = (rule, epoch, _managed_reading(rule, epoch, family))
+        kept[id(rule)] = entry
+        if entry[2] is not None:
+            readings.append(entry[2])
+    if made is not None:
+        made.clear()
+        made.update(kept)
     return readings
+
+
+def _managed_reading(rule: SavedRule, epoch: Optional[int], family: str) -> Optional[IpReading]:
+    parsed = layout.parse_counting_chain(rule.chain)
+    if parsed is None:
+        return None
+    direction, klass = parsed
+    ip = layout.parse_counting_spec(direction, rule.spec)
+    if ip is None:
+        return None
+    counter = ("managed", direction, klass, ip)
+    group = epoch_group(family, rule.chain)
+    return IpReading(counter, ip, klass, direction, rule.packets, rule.bytes, epoch, group)
 
 
 def parse_adopted_spec(spec: str) -> Optional[tuple[str, str]]:
@@ -113,12 +138,17 @@ class IptablesSource:
         self.runner = runner
         self.adopted = adopted
         self.xtables = xtables
+        # Per family, what the last read parsed: unchanged rules are not parsed again.
+        self._parsers = {family: SaveParser() for family in FAMILIES}
+        self._made: dict[str, dict[int, tuple[SavedRule, Optional[int], Optional[IpReading]]]] = {
+            family: {} for family in FAMILIES
+        }
 
     def read_table(self, family: str) -> SavedTable:
         argv = [Xtables.program(family, "save"), "-c", "-t", "filter"]
         text = self.runner.run(argv)
         try:
-            return parse_iptables_save(text).get("filter", SavedTable("filter"))
+            return self._parsers[family].parse(text).get("filter", SavedTable("filter"))
         except ValueError as err:
             raise ValueError(f"`{' '.join(argv)}` output {err}") from None
 
@@ -130,5 +160,5 @@ class IptablesSource:
                 readings += adopted_readings(family, table)
             else:
                 markers = self.xtables.sets_counters(family) if self.xtables else False
-                readings += managed_readings(table, markers, family)
+                readings += managed_readings(table, markers, family, self._made[family])
         return IptablesRead(tables, readings)
