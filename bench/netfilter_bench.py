@@ -12,7 +12,10 @@ backend, on a namespace lab (a node forwarding between a peer and container
 - one-container change: ``rules sync`` with one container more;
 - scrape: ``GET /metrics`` of a running exporter / the bare kernel dump of the
   same counters (``iptables-save -c``, ``ipset save``, ``nft -j list table``),
-  each the best of five;
+  each the best of five; once with no counter changed since the scrape before
+  (idle containers), once with every counter changed before each scrape (busy
+  containers: the bench sets every counter anew, since no traffic may go to
+  the benchmarking range);
 - exporter peak RSS (VmHWM) after the scrapes;
 - datapath: packets/s of 64-byte frames (UDP, 22 bytes of payload) forwarded
   from the peer to container 101, received as iperf3 counts them, with the
@@ -117,6 +120,52 @@ def hook(lab: Lab, backend: str, on: bool) -> None:
     timed(lab, "iptables", "-w", "-I" if on else "-D", "FORWARD", *(["1"] if on else []), "-j", chain)
 
 
+def run(lab: Lab, *argv: str, stdin: str = "") -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", lab.node, *argv], input=stdin, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def bump(lab: Lab, backend: str) -> None:
+    """Every counter of ours one packet of 64 bytes higher, as if every container had sent or received."""
+    if backend == "ipset":
+        lines = []
+        for line in run(lab, "ipset", "save").splitlines():
+            words = line.split()
+            if words[:1] == ["add"] and "packets" in words:
+                at = words.index("packets")
+                words[at + 1] = str(int(words[at + 1]) + 1)
+                words[at + 3] = str(int(words[at + 3]) + 64)
+                lines.append(" ".join(words))
+        run(lab, "ipset", "restore", "-exist", stdin="\n".join(lines) + "\n")
+    elif backend == "nftables":  # elements cannot be given new counters: taken out and put back
+        script = []
+        for item in json.loads(run(lab, "nft", "-j", "list", "table", "inet", "vz_traffic"))["nftables"]:
+            nft_set = item.get("set")
+            if not nft_set or not nft_set.get("elem"):
+                continue
+            elems = [e["elem"] for e in nft_set["elem"]]
+            where = f"inet vz_traffic {nft_set['name']}"
+            script.append(f"delete element {where} {{ {', '.join(e['val'] for e in elems)} }}")
+            counted = [
+                f"{e['val']} counter packets {e['counter']['packets'] + 1} bytes {e['counter']['bytes'] + 64}"
+                for e in elems
+            ]
+            script.append(f"add element {where} {{ {', '.join(counted)} }}")
+        run(lab, "nft", "-f", "-", stdin="\n".join(script) + "\n")
+    else:  # the counting chains declared again (--noflush empties them), their rules with new counters
+        lines = ["*filter"]
+        rules = []
+        for line in run(lab, "iptables-save", "-c", "-t", "filter").splitlines():
+            if line.startswith(":VZTRAFFIC-IN-") or line.startswith(":VZTRAFFIC-OUT-"):
+                lines.append(line)
+            elif " -A VZTRAFFIC-IN-" in line or " -A VZTRAFFIC-OUT-" in line:
+                counts, rest = line.split(" ", 1)
+                packets, nbytes = counts.strip("[]").split(":")
+                rules.append(f"[{int(packets) + 1}:{int(nbytes) + 64}] {rest}")
+        run(lab, "iptables-restore", "-c", "--noflush", stdin="\n".join([*lines, *rules, "COMMIT"]) + "\n")
+
+
 def scrape_seconds(lab: Lab) -> float:
     code = (
         "import time, urllib.request\n"
@@ -165,6 +214,11 @@ def measure(lab: Lab, count: int, backend: str, work: Path, seconds: float, roun
                 time.sleep(0.2)
         row["scrape"] = min(scrape_seconds(lab) for _ in range(5))
         row["dump"] = best(5, lab, *DUMPS[backend])
+        busy = []
+        for _ in range(5):
+            bump(lab, backend)
+            busy.append(scrape_seconds(lab))
+        row["busy"] = min(busy)
         status = Path(f"/proc/{serve.pid}/status").read_text()
         row["rss_mib"] = (
             int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
@@ -203,13 +257,15 @@ def main() -> int:
         finally:
             lab.destroy()
     print(
-        f"{'containers':>10} {'backend':<9} {'sync s':>7} {'change s':>8} {'scrape ms':>9} {'dump ms':>8}"
-        f" {'scrape/dump':>11} {'RSS MiB':>8} {'kpps acct':>9} {'kpps none':>9} {'acct/none':>9}"
+        f"{'containers':>10} {'backend':<9} {'sync s':>7} {'change s':>8} {'idle ms':>8} {'busy ms':>8}"
+        f" {'dump ms':>8} {'idle/dump':>9} {'busy/dump':>9} {'RSS MiB':>8} {'kpps acct':>9}"
+        f" {'kpps none':>9} {'acct/none':>9}"
     )
     for count, backend, r in rows:
         print(
-            f"{count:>10} {backend:<9} {r['sync']:>7.2f} {r['change']:>8.2f} {r['scrape'] * 1e3:>9.1f}"
-            f" {r['dump'] * 1e3:>8.1f} {r['scrape'] / r['dump']:>11.2f} {r['rss_mib']:>8.1f}"
+            f"{count:>10} {backend:<9} {r['sync']:>7.2f} {r['change']:>8.2f} {r['scrape'] * 1e3:>8.1f}"
+            f" {r['busy'] * 1e3:>8.1f} {r['dump'] * 1e3:>8.1f} {r['scrape'] / r['dump']:>9.2f}"
+            f" {r['busy'] / r['dump']:>9.2f} {r['rss_mib']:>8.1f}"
             f" {r['accounting'] / 1e3:>9.1f} {r['baseline'] / 1e3:>9.1f}"
             f" {r['accounting'] / r['baseline']:>9.2f}"
         )

@@ -123,33 +123,45 @@ class Current:
     tables: dict[str, SavedTable] = field(default_factory=dict)  # family -> filter table
 
 
+Values = tuple[int, int, Optional[int]]  # packets, bytes, stamp
+Counting = tuple[CounterKey, str, int]  # a counting set element's counter, direction and class
+
+
 class SaveReader:
     """Reads ``ipset save`` output, read after read.
 
-    An element line seen in the last read (same set, same counters, same
-    comment) is not parsed again: its reading is the same object as then,
-    which is what lets the accounting pass over idle counters.
+    Each element line is split where its counters start: the part before
+    names the set and element, and is parsed once for as long as the element
+    lasts; the rest is parsed again only when it changed, and when it did not,
+    the element's reading is the same object as the last read's, which lets
+    the accounting pass over idle counters.
     """
 
     def __init__(self) -> None:
-        # line -> (set, set type, element, (packets, bytes, stamp), reading or None)
-        self._lines: dict[str, tuple[str, str, str, tuple[int, int, Optional[int]], Optional[IpReading]]] = {}
+        # "add SET ELEMENT" -> (set, set type, element, counting or None, rest of the line, values, reading)
+        self._heads: dict[
+            str, tuple[str, str, str, Optional[Counting], str, Values, Optional[IpReading]]
+        ] = {}
 
     def read(self, text: str, where: str = "ipset save") -> tuple[dict[str, IpsetState], list[IpReading]]:
         """Our sets with their elements and counters, and the readings of the counting sets."""
         sets: dict[str, IpsetState] = {}
         out: list[IpReading] = []
-        old = self._lines
-        lines = {}
+        old = self._heads
+        heads = {}
         for number, line in enumerate(text.splitlines(), 1):
-            hit = old.get(line)
+            head, _, rest = line.partition(" packets ")
+            hit = old.get(head)
             if hit is not None:
                 state = sets.get(hit[0])
                 if state is not None and state.type == hit[1]:
-                    state.elements[hit[2]] = hit[3]
-                    if hit[4] is not None:
-                        out.append(hit[4])
-                    lines[line] = hit
+                    if rest != hit[4]:  # the counters moved: a new reading
+                        values = _fast_values(rest) or _values(line.split()[3:])
+                        hit = (*hit[:4], rest, values, _reading(hit[0], hit[2], hit[3], values))
+                    state.elements[hit[2]] = hit[5]
+                    if hit[6] is not None:
+                        out.append(hit[6])
+                    heads[head] = hit
                     continue
             words = line.split()
             if not words or not words[1:] or not words[1].startswith(SET_PREFIX):
@@ -165,11 +177,12 @@ class SaveReader:
                 except ValueError as err:
                     raise ValueError(f"{where}: line {number}: {err}: {line!r}") from None
                 state.elements[element] = values
-                reading = _reading(words[1], element, values)
+                counting = _counting(words[1], element)
+                reading = _reading(words[1], element, counting, values)
                 if reading is not None:
                     out.append(reading)
-                lines[line] = (words[1], state.type, element, values, reading)
-        self._lines = lines
+                heads[head] = (words[1], state.type, element, counting, rest, values, reading)
+        self._heads = heads
         return sets, out
 
 
@@ -182,7 +195,7 @@ def _element(set_type: str, text: str) -> str:
     return ipaddress.ip_network(text).with_prefixlen if set_type == "hash:net" else canonical_ip(text)
 
 
-def _values(words: Sequence[str]) -> tuple[int, int, Optional[int]]:
+def _values(words: Sequence[str]) -> Values:
     """(packets, bytes, stamp) from the words after an element: packets N bytes N comment "S"."""
     packets = nbytes = 0
     stamp = None
@@ -192,18 +205,45 @@ def _values(words: Sequence[str]) -> tuple[int, int, Optional[int]]:
         elif key == "bytes":
             nbytes = int(value)
         elif key == "comment":
-            comment = value.strip('"')
-            stamp = int(comment) if comment.isdigit() else None
+            stamp = _stamp(value)
     return packets, nbytes, stamp
 
 
-def _reading(name: str, ip: str, values: tuple[int, int, Optional[int]]) -> Optional[IpReading]:
-    parsed = parse_counting_set(name)
+def _fast_values(rest: str) -> Optional[Values]:
+    """The values from what follows "packets " as ``ipset save`` writes it: N bytes N [comment "S"]."""
+    words = rest.split()
+    if len(words) not in (3, 5) or words[1] != "bytes" or not (words[0].isdigit() and words[2].isdigit()):
+        return None
+    if len(words) == 3:
+        return int(words[0]), int(words[2]), None
+    return (int(words[0]), int(words[2]), _stamp(words[4])) if words[3] == "comment" else None
+
+
+@functools.lru_cache(maxsize=256)  # elements made by one sync share one stamp
+def _stamp(comment: str) -> Optional[int]:
+    text = comment.strip('"')
+    return int(text) if text.isdigit() else None
+
+
+@functools.cache
+def _set_kind(name: str) -> Optional[tuple[str, int, int]]:
+    return parse_counting_set(name)
+
+
+def _counting(name: str, ip: str) -> Optional[Counting]:
+    parsed = _set_kind(name)
     if parsed is None:
         return None
     direction, _, klass = parsed
+    return ("ipset", direction, klass, ip), direction, klass
+
+
+def _reading(name: str, ip: str, counting: Optional[Counting], values: Values) -> Optional[IpReading]:
+    if counting is None:
+        return None
+    counter, direction, klass = counting
     packets, nbytes, stamp = values
-    return IpReading(("ipset", direction, klass, ip), ip, klass, direction, packets, nbytes, stamp, name)
+    return IpReading(counter, ip, klass, direction, packets, nbytes, stamp, name)
 
 
 def readings(sets: dict[str, IpsetState]) -> list[IpReading]:
@@ -211,7 +251,7 @@ def readings(sets: dict[str, IpsetState]) -> list[IpReading]:
     out = []
     for name, state in sets.items():
         for ip, values in state.elements.items():
-            reading = _reading(name, ip, values)
+            reading = _reading(name, ip, _counting(name, ip), values)
             if reading is not None:
                 out.append(reading)
     return out
