@@ -84,9 +84,25 @@ class Quota:
 
 @dataclass(frozen=True)
 class QuotaConfig:
-    classes: Optional[tuple[int, ...]] = None
+    classes: Optional[tuple[int, ...]] = None  # None: every class counts
     default: Quota = Quota()
     containers: Mapping[str, Quota] = field(default_factory=lambda: MappingProxyType({}))
+
+    def of(self, veid: str) -> dict[str, int]:
+        """A container's quotas by direction (in, out, total): its own entry, key by key, over the default."""
+        own = self.containers.get(veid, Quota())
+        found = {}
+        for direction, attr in (("in", "in_"), ("out", "out"), ("total", "total")):
+            size = getattr(own, attr)
+            if size is None:
+                size = getattr(self.default, attr)
+            if size is not None:
+                found[direction] = size
+        return found
+
+    def counted_classes(self) -> tuple[int, ...]:
+        """The classes whose traffic counts toward quotas: the configured ones, else every possible class."""
+        return self.classes if self.classes is not None else tuple(range(MAX_CLASS + 1))
 
 
 @dataclass(frozen=True)

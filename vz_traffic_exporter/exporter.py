@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 from . import discovery
 from .accounting import Accumulator, Observation, SeriesRow
-from .config import Config
+from .config import Config, QuotaConfig
 from .discovery import Container, Inventory
 from .discovery.classes import ClassTable
 from .netfilter import xtables
@@ -96,6 +96,7 @@ class Snapshot:
     interface_series: tuple[InterfaceSeries, ...]
     statuses: tuple[SourceStatus, ...]
     resets: tuple[tuple[str, int], ...]
+    quotas: QuotaConfig
 
 
 @dataclass
@@ -335,6 +336,7 @@ class Exporter:
             interface_series=tuple(interfaces),
             statuses=tuple(timed.statuses),
             resets=tuple(sorted(self.accumulator.resets.items())),
+            quotas=self.config.quotas,
         )
 
     def save(self) -> None:

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import FIXTURES
 from vz_traffic_exporter import config
-from vz_traffic_exporter.config import ConfigError, load, parse_duration, parse_size
+from vz_traffic_exporter.config import ConfigError, QuotaConfig, load, parse_duration, parse_size
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,3 +131,13 @@ def test_durations(text: object, seconds: float) -> None:
 )
 def test_sizes(text: object, size: int) -> None:
     assert parse_size(text) == size
+
+
+def test_a_containers_quota_is_its_own_entry_key_by_key_over_the_default() -> None:
+    quotas = load(str(FIXTURES / "lab.yaml")).quotas
+    assert quotas.of("101") == {"out": 500 * 10**9, "total": 2 * 2**40}
+    assert quotas.of("102") == {"total": 10**12}
+    assert quotas.of("105") == {"in": 15 * 10**11, "total": 10**12}
+    assert quotas.counted_classes() == (1,)
+    assert QuotaConfig().counted_classes() == tuple(range(16))
+    assert QuotaConfig().of("101") == {}

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from ..accounting import SeriesKey
+from ..config import QuotaConfig
 from ..discovery import Container
 from ..exporter import Snapshot
 
@@ -69,6 +70,16 @@ METRICS: dict[str, tuple[str, str, list[str]]] = {
         "counter",
         "Kernel counter resets detected and absorbed.",
         ["source"],
+    ),
+    "vz_traffic_quota_bytes": (
+        "gauge",
+        "Configured monthly (UTC calendar month) traffic quota of a container; direction in, out or total.",
+        ["veid", "direction"],
+    ),
+    "vz_traffic_quota_class_info": (
+        "gauge",
+        "Network classes whose traffic counts toward the quotas (always 1).",
+        ["class"],
     ),
 }
 
@@ -133,8 +144,11 @@ def _series_text(name: str, rows: Iterable[tuple[str, float]]) -> str:
 
 _ip_labels = _labeller(IP_LABELS)
 _info_labels = _labeller(["veid", "name"])
+_quota_labels = _labeller(["veid", "direction"])
 IP_BYTES, IP_PACKETS = SERIES_FAMILIES[:2]
 INFO = "vz_traffic_container_info"
+QUOTA = "vz_traffic_quota_bytes"
+TEXT_FAMILIES = (*SERIES_FAMILIES, INFO, QUOTA)  # written as text here, the rest by prometheus-client
 
 
 class Renderer:
@@ -149,6 +163,7 @@ class Renderer:
         # series -> (packets, bytes, bytes line, packets line, label text)
         self._ip_lines: dict[SeriesKey, tuple[int, int, str, str, str]] = {}
         self._info: tuple[Optional[Mapping[str, Container]], str] = (None, "")
+        self._quota: tuple[Optional[Mapping[str, Container]], Optional[QuotaConfig], str] = (None, None, "")
         self._lock = threading.Lock()
 
     def __call__(self, snap: Snapshot) -> bytes:
@@ -156,6 +171,7 @@ class Renderer:
             parts = self._ip_series(snap)
             parts += [_series_text(name, rows) for name, rows in _kernel_rows(snap).items() if rows]
             parts.append(self._container_info(snap.inventory.containers))
+            parts.append(self._quotas(snap.inventory.containers, snap.quotas))
         registry = CollectorRegistry(auto_describe=False)
         registry.register(TrafficCollector(lambda: snap))
         return "".join(parts).encode() + generate_latest(registry)
@@ -190,6 +206,16 @@ class Renderer:
             self._info = (containers, _series_text(INFO, rows) if rows else "")
         return self._info[1]
 
+    def _quotas(self, containers: Mapping[str, Container], quotas: QuotaConfig) -> str:
+        if self._quota[0] is not containers or self._quota[1] is not quotas:
+            rows = [
+                (_quota_labels((veid, direction)), float(size))
+                for veid in sorted({*containers, *quotas.containers})
+                for direction, size in quotas.of(veid).items()
+            ]
+            self._quota = (containers, quotas, _series_text(QUOTA, rows) if rows else "")
+        return self._quota[2]
+
 
 def render(snap: Snapshot) -> bytes:
     """The text exposition of one snapshot, for a one-off (a long-running server keeps a Renderer)."""
@@ -197,16 +223,18 @@ def render(snap: Snapshot) -> bytes:
 
 
 class TrafficCollector(Collector):
-    """The families other than the per-series ones and the container info, as prometheus-client families."""
+    """The families not written as text (TEXT_FAMILIES), as prometheus-client families."""
 
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        fam = {name: _family(name) for name in METRICS if name not in SERIES_FAMILIES and name != INFO}
+        fam = {name: _family(name) for name in METRICS if name not in TEXT_FAMILIES}
         for klass in snap.classes.classes:
             fam["vz_traffic_class_info"].add_metric([str(klass.id), klass.name], 1)
+        for ident in snap.quotas.counted_classes():
+            fam["vz_traffic_quota_class_info"].add_metric([str(ident)], 1)
         for status in snap.statuses:
             fam["vz_traffic_source_up"].add_metric([status.name], 1 if status.up else 0)
             fam["vz_traffic_source_duration_seconds"].add_metric([status.name], status.duration)
