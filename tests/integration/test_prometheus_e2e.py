@@ -1,0 +1,195 @@
+"""End to end with Debian's Prometheus and Alertmanager: the shipped rules, alerts and dashboards.
+
+Everything runs inside the lab's node namespace, on its own loopback: the
+exporter (netfilter, Virtuozzo 9 nft counters and host-side interfaces), a
+Prometheus scraping it every second with the shipped rules, an Alertmanager,
+and a webhook receiver that writes down what it is sent.  Container 101 gets a
+tiny quota and sends over it; the others stay under theirs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from netlab.lab import PEERS
+from tests.dashboards import DASHBOARDS, load, queries
+
+from .conftest import ROOT, NodeLab
+from .test_kernel_netns import install_vz9_layout
+
+pytestmark = pytest.mark.netns
+
+EXPORTER_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT, WEBHOOK_PORT = 10057, 19090, 19093, 19095
+JOB = "vz-traffic"
+TINY = 30000  # bytes: container 101's monthly out quota
+
+WEBHOOK = f"""
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open(sys.argv[1], "ab") as out:
+            out.write(body.replace(b"\\n", b" ") + b"\\n")
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", {WEBHOOK_PORT}), Handler).serve_forever()
+"""
+
+
+def _tools() -> None:
+    for tool in ("prometheus", "prometheus-alertmanager", "nft"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+
+
+def get(lab: NodeLab, url: str) -> Any:
+    code = (
+        "import sys, urllib.request\n"
+        f"sys.stdout.write(urllib.request.urlopen({url!r}, timeout=10).read().decode())"
+    )
+    return json.loads(lab.ns(lab.node, sys.executable, "-c", code))
+
+
+def query(lab: NodeLab, expr: str) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    answer = get(lab, url)
+    assert answer["status"] == "success", (expr, answer)
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
+    """Until check() is true; a check that fails (a server not listening yet) counts as false."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except RuntimeError:  # the query's command failed: not up yet
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(1)
+
+
+def start_monitoring(lab: NodeLab, work: Path) -> Path:
+    """Prometheus, Alertmanager and the webhook receiver in the node namespace; returns the webhook's file."""
+    received = work / "webhook.jsonl"
+    received.touch()
+    lab.spawn(lab.node, sys.executable, "-c", WEBHOOK, str(received))
+    alertmanager = {
+        "route": {
+            "receiver": "test",
+            "group_by": ["alertname", "veid", "direction"],
+            "group_wait": "1s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+        },
+        "receivers": [{"name": "test", "webhook_configs": [{"url": f"http://127.0.0.1:{WEBHOOK_PORT}/"}]}],
+    }
+    (work / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager))
+    lab.spawn(
+        lab.node,
+        "prometheus-alertmanager",
+        f"--config.file={work / 'alertmanager.yml'}",
+        f"--storage.path={work / 'alertmanager'}",
+        f"--web.listen-address=127.0.0.1:{ALERTMANAGER_PORT}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
+    )
+    prometheus = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [
+            str(p) for p in sorted((ROOT / "prometheus").glob("*.rules.yml")) if ".test." not in p.name
+        ],
+        "alerting": {
+            "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{ALERTMANAGER_PORT}"]}]}]
+        },
+        "scrape_configs": [
+            {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{EXPORTER_PORT}"]}]}
+        ],
+    }
+    (work / "prometheus.yml").write_text(yaml.safe_dump(prometheus))
+    lab.spawn(
+        lab.node,
+        "prometheus",
+        f"--config.file={work / 'prometheus.yml'}",
+        f"--storage.tsdb.path={work / 'prometheus'}",
+        f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}",
+        "--log.level=warn",
+    )
+    return received
+
+
+def test_quota_alert_reaches_alertmanager_and_every_dashboard_query_has_data(
+    kernel_lab: NodeLab, tmp_path: Path
+) -> None:
+    _tools()
+    lab = kernel_lab
+    ct101, ct102, ct103 = lab.containers
+    install_vz9_layout(lab)
+    config = lab.write_config(
+        lab.containers,
+        netfilter={"backend": "nftables"},
+        kernel={"nft_counters": True, "interfaces": True, "venetstat": False, "vznetstat": False},
+        quotas={
+            "classes": [1],
+            "default": {"out": "1GB", "total": "2GB"},
+            "containers": {ct101.veid: {"out": TINY}},
+        },
+    )
+    lab.start_serve(config, "--log.level=warn", port=EXPORTER_PORT)
+    received = start_monitoring(lab, tmp_path)
+
+    # The traffic must come after Prometheus holds a minute of history: what
+    # happened before its first scrape is not this month's to it.
+    wait_for(
+        "a minute of recorded history",
+        lambda: bool(query(lab, "instance_veid_direction:vz_traffic_quota_bytes:sum offset 1m")),
+        timeout=150,
+    )
+    peering, world = PEERS["peering"][0], PEERS["world"][0]
+    sent = lab.send_udp(ct101.ns, ct101.ipv4, peering, 200, 1000)  # class 1: over its quota
+    assert sent > TINY
+    lab.send_udp(ct102.ns, ct102.ipv4, peering, 20, 500)  # under its quota
+    lab.send_udp(ct103.ns, ct103.ipv4, world, 20, 500)  # class 0: does not count
+    lab.send_udp(ct103.ns, ct103.ipv6, PEERS["peering"][1], 20, 500)
+
+    def delivered() -> list[dict[str, Any]]:
+        alerts = []
+        for line in received.read_text().splitlines():
+            alerts += json.loads(line)["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == "VzTrafficQuotaExceeded"]
+
+    wait_for("VzTrafficQuotaExceeded at the webhook", lambda: bool(delivered()), timeout=200)
+    labels = {(a["labels"]["veid"], a["labels"]["direction"]) for a in delivered()}
+    assert labels == {(ct101.veid, "out")}
+    assert all(a["status"] == "firing" for a in delivered())
+    firing = get(lab, f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/alerts")["data"]["alerts"]
+    exceeded = [a["labels"] for a in firing if a["labels"]["alertname"] == "VzTrafficQuotaExceeded"]
+    assert [(a["veid"], a["direction"]) for a in exceeded] == [(ct101.veid, "out")]
+    month = query(
+        lab, f'veid_direction:vz_traffic_quota_bytes:month_to_date{{veid="{ct101.veid}",direction="out"}}'
+    )
+    assert TINY < float(month[0]["value"][1]) <= sent
+
+    # Every dashboard query answers with data from this Prometheus.
+    values = {"job": JOB, "instance": ".*", "veid": ".*", "class": ".*"}
+    empty = []
+    for path in DASHBOARDS:
+        for where, expr, label in queries(load(path), values):
+            result = query(lab, expr)
+            if not result or (label and not any(label in r["metric"] for r in result)):
+                empty.append(f"{path.name}: {where}: {expr}")
+    assert not empty, "\n".join(empty)
