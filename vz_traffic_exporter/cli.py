@@ -19,7 +19,7 @@ from typing import Optional
 from . import __version__
 from .config import Config, ConfigError, load
 from .exporter import Exporter
-from .exposition import collector, http
+from .exposition import collector, http, webconfig
 from .runner import CommandError, Runner, SystemRunner
 from .state import StateFile
 
@@ -82,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
         help="TLS and basic auth configuration (exporter-toolkit format)",
     )
     p.add_argument(
+        "--web.max-requests",
+        dest="max_requests",
+        type=int,
+        default=http.DEFAULT_MAX_REQUESTS,
+        metavar="N",
+        help=f"scrapes served at once, more get 503; 0: no limit (default {http.DEFAULT_MAX_REQUESTS})",
+    )
+    p.add_argument(
         "--log.level",
         dest="log_level",
         default="info",
@@ -126,18 +134,21 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
     if command not in COMMANDS:
         parser.error(f"unknown command {' '.join(command)!r}")
     _setup_logging(args.log_level)
-    if args.web_config:
-        print(
-            f"--web.config.file {args.web_config}: TLS and basic auth are not supported by this version",
-            file=sys.stderr,
-        )
-        return 2
     config = _load(args)
     if config is None:
         return 2
+    web = None
+    if args.web_config:
+        try:
+            web = webconfig.WebConfigWatcher(args.web_config)
+        except webconfig.WebConfigError as err:
+            print(err, file=sys.stderr)
+            return 2
     runner = runner or SystemRunner()
     if command == ("check-config",):
         print(f"{config.source}: configuration is valid")
+        if web is not None:
+            print(f"{web.path}: web configuration is valid")
         return 0
     if command == ("dump",):
         # One read of what the sources hold now: the state file is serve's, and
@@ -147,7 +158,7 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
         return 0
     if command[0] == "rules":
         return _rules(command[1], Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs))
-    return _serve(args, config, runner)
+    return _serve(args, config, runner, web)
 
 
 def _rules(action: str, exporter: Exporter) -> int:
@@ -176,7 +187,9 @@ def _rules(action: str, exporter: Exporter) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace, config: Config, runner: Runner) -> int:
+def _serve(
+    args: argparse.Namespace, config: Config, runner: Runner, web: Optional[webconfig.WebConfigWatcher]
+) -> int:
     addresses = [a.strip() for arg in (args.listen or [":10057"]) for a in arg.split(",") if a]
     try:
         for address in addresses:
@@ -204,9 +217,12 @@ def _serve(args: argparse.Namespace, config: Config, runner: Runner) -> int:
             log.error("could not install the accounting rules: %s", err)
 
     renderer = collector.Renderer()
-    app = http.make_app(lambda: renderer(exporter.poll()), args.telemetry_path)
+    app = http.make_app(lambda: renderer(exporter.poll()), args.telemetry_path, web, args.max_requests)
+    tls = None
+    if web is not None and web.config.tls is not None:
+        tls = lambda: web.current()[1]  # noqa: E731  (the context of the moment: renewed files apply)
     try:
-        servers = http.serve(addresses, app)
+        servers = http.serve(addresses, app, tls)
     except OSError as err:
         log.error("cannot listen: %s", err)
         return 1

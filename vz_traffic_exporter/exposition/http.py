@@ -1,29 +1,96 @@
-"""HTTP: a landing page at ``/`` and the metrics at the telemetry path."""
+"""HTTP: a landing page at ``/`` and the metrics at the telemetry path.
+
+With a web configuration, over TLS and behind basic auth.  Every connection
+is served by its own thread, and its TLS handshake happens there too, with a
+timeout: a client that connects and says nothing, or stops half-way through a
+handshake, holds only its own thread and never the accept loop.  At most
+``max_requests`` scrapes run at once; more are answered 503.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
 import html
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Iterable
 from socketserver import ThreadingMixIn
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
+from .webconfig import Authenticator, WebConfig, WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
+CONNECTION_TIMEOUT = 10.0  # s: a TLS handshake, then reading a request, each within this
+DEFAULT_MAX_REQUESTS = 40
 
-def make_app(metrics: Callable[[], bytes], telemetry_path: str) -> WSGIApp:
-    """metrics: the text exposition of a fresh read, called once per scrape."""
+
+def make_app(
+    metrics: Callable[[], bytes],
+    telemetry_path: str,
+    web: Optional[WebConfigWatcher] = None,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
+) -> WSGIApp:
+    """metrics: the text exposition of a fresh read, called once per scrape.
+
+    web: TLS and basic auth; max_requests: scrapes at once (0: no limit).
+    """
+    inner = _routes(metrics, telemetry_path)
+    slots = threading.BoundedSemaphore(max_requests) if max_requests > 0 else None
+    auth: Optional[Authenticator] = None
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        nonlocal auth
+        config = web.current()[0] if web is not None else WebConfig()
+
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, *config.headers], exc_info)
+
+        if config.users:
+            if auth is None:
+                auth = Authenticator()
+            if not _authorised(auth, config, environ.get("HTTP_AUTHORIZATION", "")):
+                respond(
+                    "401 Unauthorized",
+                    [("Content-Type", "text/plain; charset=utf-8"), ("WWW-Authenticate", "Basic")],
+                )
+                return [b"Unauthorized\n"]
+        if slots is None or (environ.get("PATH_INFO") or "/") != telemetry_path:
+            return inner(environ, respond)
+        if not slots.acquire(blocking=False):
+            respond("503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"Too many concurrent requests (at most {max_requests})\n".encode()]
+        try:
+            return inner(environ, respond)
+        finally:
+            slots.release()
+
+    return app
+
+
+def _authorised(auth: Authenticator, config: WebConfig, header: str) -> bool:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return bool(sep) and auth.check(config.users, user, password)
+
+
+def _routes(metrics: Callable[[], bytes], telemetry_path: str) -> WSGIApp:
     path_html = html.escape(telemetry_path)
     landing = (
         "<!DOCTYPE html><html><head><title>vz-traffic-exporter</title></head><body>"
@@ -54,6 +121,27 @@ def make_app(metrics: Callable[[], bytes], telemetry_path: str) -> WSGIApp:
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    tls: Optional[Callable[[], Optional[ssl.SSLContext]]] = None  # the context of the moment, or None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # In the connection's own thread: the handshake cannot hold up the accept loop.
+        context = self.tls() if self.tls is not None else None
+        if context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(CONNECTION_TIMEOUT)
+        try:
+            conn = context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        except (ssl.SSLError, OSError) as err:
+            log.debug("%s: TLS failed: %s", client_address[0], err)
+            return
+        try:
+            conn.do_handshake()
+            super().finish_request(conn, client_address)
+        except (ssl.SSLError, OSError) as err:  # a plain-HTTP client, a bad certificate, a timeout
+            log.debug("%s: TLS failed: %s", client_address[0], err)
+        finally:
+            conn.close()
 
 
 class _V6Server(_Server):
@@ -67,6 +155,8 @@ class _DualStackServer(_V6Server):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = CONNECTION_TIMEOUT  # to send a request once connected
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
 
@@ -81,8 +171,13 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def serve(addresses: list[str], app: WSGIApp) -> list[WSGIServer]:
-    """Start one server thread per listen address; raises OSError if one cannot bind."""
+def serve(
+    addresses: list[str], app: WSGIApp, tls: Optional[Callable[[], Optional[ssl.SSLContext]]] = None
+) -> list[WSGIServer]:
+    """Start one server thread per listen address; raises OSError if one cannot bind.
+
+    tls: the TLS context to serve with, asked at every connection (None: plain HTTP).
+    """
     servers = []
     for text in addresses:
         host, port = parse_listen_address(text)
@@ -96,7 +191,8 @@ def serve(addresses: list[str], app: WSGIApp) -> list[WSGIServer]:
         else:
             server_class = _V6Server if ":" in host else _Server
             server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+        server.tls = tls  # type: ignore[attr-defined]
         threading.Thread(target=server.serve_forever, name=f"http {text}", daemon=True).start()
-        log.info("listening on %s", text)
+        log.info("listening on %s (%s)", text, "plain HTTP" if tls is None else "TLS")
         servers.append(server)
     return servers
