@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -146,13 +146,19 @@ class NodeLab(Lab):
         return parse_ip_series(self.exporter(config, "dump").stdout)
 
     def start_serve(
-        self, config: str, *args: str, port: int = 10057, **popen: object
+        self,
+        config: str,
+        *args: str,
+        port: int = 10057,
+        exporter: Sequence[str] = tuple(EXPORTER),
+        **popen: object,
     ) -> subprocess.Popen[bytes]:
+        """exporter: the command that runs the exporter (another user, another Python)."""
         proc = self.spawn(
             self.node,
             "env",
             f"PATH={self.env_path()}",
-            *EXPORTER,
+            *exporter,
             "--config",
             config,
             f"--web.listen-address=127.0.0.1:{port}",
