@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,10 +17,11 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Optional
 
-from . import __version__
+from . import __version__, privileges
 from .config import Config, ConfigError, load
 from .exporter import Exporter
 from .exposition import collector, http, webconfig
+from .netfilter import xtables
 from .runner import CommandError, Runner, SystemRunner
 from .state import StateFile
 
@@ -163,6 +165,7 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
 
 def _rules(action: str, exporter: Exporter) -> int:
     config = exporter.config
+    _say_what_is_missing(exporter, None)
     if exporter.backend_name() is None and action != "remove":
         print(
             "netfilter accounting is off (netfilter.backend, or neither nft nor iptables works here)",
@@ -185,6 +188,35 @@ def _rules(action: str, exporter: Exporter) -> int:
         print(f"rules {action}: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _say_what_is_missing(exporter: Exporter, state_file: Optional[str]) -> None:
+    """Log, once at start, each capability or permission this process lacks for its configuration."""
+    uid = os.geteuid()
+    if uid == 0:
+        return
+    try:
+        with open(
+            "/proc/self/status", encoding="ascii"
+        ) as handle:  # our own process: not under --path.procfs
+            capabilities = privileges.effective_capabilities(handle.read())
+    except OSError:
+        capabilities = None
+    nf = exporter.config.netfilter
+    # auto: every backend needs CAP_NET_ADMIN; the first one tried is nftables (iptables when adopting)
+    backend: Optional[str] = (
+        nf.backend if nf.backend != "auto" else ("iptables" if not nf.manage_rules else "nftables")
+    )
+    if nf.backend == "off":
+        backend = None
+    legacy = False
+    if backend == "iptables":
+        try:
+            legacy = exporter.xtables().variant == xtables.LEGACY
+        except (CommandError, ValueError):
+            legacy = False
+    for problem in privileges.problems(uid, capabilities, backend, legacy, state_file):
+        log.error("%s", problem)
 
 
 def _serve(
@@ -210,6 +242,7 @@ def _serve(
         state=StateFile(config.state.file),
         save_state=True,
     )
+    _say_what_is_missing(exporter, config.state.file)
     if exporter.keep_rules and exporter.backend_name():
         try:
             log.info("accounting rules in sync (%d changes)", exporter.sync_rules())

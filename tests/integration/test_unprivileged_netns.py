@@ -121,3 +121,30 @@ def test_every_backend_counts_exactly_as_nobody_with_the_units_capabilities(
     finally:
         lab.workdir = workdir
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_without_the_capabilities_it_says_which_are_missing(iptables_lab: NodeLab, runtime: Path) -> None:
+    lab = iptables_lab
+    readable = Path(tempfile.mkdtemp(prefix="vzt-config-"))
+    os.chmod(readable, 0o755)
+    config = str(readable / "config.yaml")
+    program = (
+        f"import sys; sys.path.insert(0, {str(runtime / 'lib')!r}); "
+        "from vz_traffic_exporter.cli import main; sys.exit(main())"
+    )
+    try:
+        shutil.copy(lab.write_config(lab.containers), config)
+        os.chmod(config, 0o644)
+        proc = lab.node_cmd(
+            "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all", "/usr/bin/python3", "-c", program, "--config", config, "rules", "sync",
+            check=False,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(readable)
+    assert proc.returncode == 1
+    legacy = "iptables-legacy" in os.path.realpath(Path(lab.bindir) / "iptables")
+    wanted = "CAP_NET_ADMIN and CAP_NET_RAW" if legacy else "CAP_NET_ADMIN,"
+    assert (
+        f"the iptables backend needs {wanted} which this process (uid {NOBODY}) does not have" in proc.stderr
+    )
