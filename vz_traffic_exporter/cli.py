@@ -253,7 +253,7 @@ def _serve(
     app = http.make_app(lambda: renderer(exporter.poll()), args.telemetry_path, web, args.max_requests)
     tls = None
     if web is not None and web.config.tls is not None:
-        tls = lambda: web.current()[1]  # noqa: E731  (the context of the moment: renewed files apply)
+        tls = lambda: web.current().context  # noqa: E731  (the context of the moment: renewed files apply)
     try:
         servers = http.serve(addresses, app, tls)
     except OSError as err:

@@ -510,16 +510,20 @@ def load(path: Optional[str]) -> Config:
         if not os.path.exists(DEFAULT_PATH):
             return Config()
         path = DEFAULT_PATH
+    return validate(read_yaml(path), path)
+
+
+def read_yaml(path: str, error: type[ConfigError] = ConfigError) -> Any:
+    """The YAML document in a file; error (the file, and the line of a syntax error) when it has none."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as err:
-        raise ConfigError(path, [f"cannot read: {err.strerror or err}"]) from None
+        raise error(path, [f"cannot read: {err.strerror or err}"]) from None
     try:
-        data = yaml.load(text, Loader=_LOADER)
+        return yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(path, [f"{where}invalid YAML: {problem}"]) from None
-    return validate(data, path)
+        raise error(path, [f"{where}invalid YAML: {problem}"]) from None

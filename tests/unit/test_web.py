@@ -61,7 +61,7 @@ class Server:
     ) -> None:
         self.port = free_port()
         app = http.make_app(metrics, "/metrics", web, max_requests)
-        tls = (lambda: web.current()[1]) if web is not None and web.config.tls else None
+        tls = (lambda: web.current().context) if web is not None and web.config.tls else None
         self.servers = http.serve([f"127.0.0.1:{self.port}"], app, tls)
 
     def close(self) -> None:

@@ -52,7 +52,7 @@ def make_app(
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         nonlocal auth
-        config = web.current()[0] if web is not None else WebConfig()
+        config = web.current() if web is not None else WebConfig()
 
         def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             return start_response(status, [*headers, *config.headers], exc_info)

@@ -29,11 +29,11 @@ import re
 import ssl
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Optional
 
-import yaml
+from ..config import ConfigError, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,8 @@ HEADERS = (
 _BCRYPT = re.compile(r"^\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}$")
 
 
-class WebConfigError(Exception):
-    def __init__(self, path: str, problems: list[str]) -> None:
-        self.path = path
-        self.problems = problems
-        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+class WebConfigError(ConfigError):
+    """A web configuration file with problems (each named with the file)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +104,7 @@ class WebConfig:
     tls: Optional[TlsConfig] = None
     users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # user -> bcrypt hash
     headers: tuple[tuple[str, str], ...] = ()
+    context: Optional[ssl.SSLContext] = field(default=None, compare=False)  # tls, loaded (by load)
 
 
 def parse(data: Any, path: str) -> WebConfig:
@@ -221,24 +219,16 @@ def _http(raw: Any, problems: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 def load(path: str) -> WebConfig:
+    """The web configuration in a file, with its TLS context loaded (WebConfigError listing every problem)."""
+    config = parse(read_yaml(path, WebConfigError), path)
+    if config.tls is None:
+        return config
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as err:
-        raise WebConfigError(path, [f"cannot read: {err.strerror or err}"]) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise WebConfigError(path, [f"{where}invalid YAML: {getattr(err, 'problem', None) or err}"]) from None
-    config = parse(data, path)
-    if config.tls is not None:
-        try:
-            config.tls.context()
-        except (ssl.SSLError, OSError) as err:
-            raise WebConfigError(
-                path, [f"tls_server_config: cannot load the certificate or key: {err}"]
-            ) from None
-    return config
+        return replace(config, context=config.tls.context())
+    except (ssl.SSLError, OSError) as err:
+        raise WebConfigError(
+            path, [f"tls_server_config: cannot load the certificate or key: {err}"]
+        ) from None
 
 
 class WebConfigWatcher:
@@ -251,7 +241,6 @@ class WebConfigWatcher:
         self.path = path
         self._lock = threading.Lock()
         self.config = load(path)  # WebConfigError at start: the caller refuses to start
-        self._context = self.config.tls.context() if self.config.tls else None
         self._stamp = self._stamps()
 
     def _stamps(self) -> tuple[tuple[int, int], ...]:
@@ -265,24 +254,23 @@ class WebConfigWatcher:
                 out.append((-1, -1))
         return tuple(out)
 
-    def current(self) -> tuple[WebConfig, Optional[ssl.SSLContext]]:
+    def current(self) -> WebConfig:
         with self._lock:
             stamp = self._stamps()
             if stamp != self._stamp:
                 self._stamp = stamp
                 try:
                     config = load(self.path)
-                    context = config.tls.context() if config.tls else None
-                except (WebConfigError, ssl.SSLError, OSError) as err:
+                except WebConfigError as err:
                     log.error("web configuration not reloaded, keeping the last good one: %s", err)
                 else:
                     if (config.tls is None) != (self.config.tls is None):
                         log.warning("web configuration: switching TLS on or off needs a restart; not applied")
                     else:
-                        self.config, self._context = config, context
+                        self.config = config
                         self._stamp = self._stamps()
                         log.info("web configuration reloaded from %s", self.path)
-            return self.config, self._context
+            return self.config
 
 
 class Authenticator:
