@@ -7,6 +7,7 @@ Flags may stand before or after the command name.  Exit codes: 0 success,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -195,27 +196,16 @@ def _say_what_is_missing(exporter: Exporter, state_file: Optional[str]) -> None:
     uid = os.geteuid()
     if uid == 0:
         return
-    try:
-        with open(
-            "/proc/self/status", encoding="ascii"
-        ) as handle:  # our own process: not under --path.procfs
-            capabilities = privileges.effective_capabilities(handle.read())
-    except OSError:
-        capabilities = None
     nf = exporter.config.netfilter
     # auto: every backend needs CAP_NET_ADMIN; the first one tried is nftables (iptables when adopting)
-    backend: Optional[str] = (
-        nf.backend if nf.backend != "auto" else ("iptables" if not nf.manage_rules else "nftables")
-    )
-    if nf.backend == "off":
-        backend = None
+    auto = "nftables" if nf.manage_rules else "iptables"
+    backend = {"off": None, "auto": auto}.get(nf.backend, nf.backend)
     legacy = False
-    if backend == "iptables":
-        try:
+    # No working iptables: its backend fails anyway, with its own error.
+    with contextlib.suppress(CommandError, ValueError):
+        if backend == "iptables":
             legacy = exporter.xtables().variant == xtables.LEGACY
-        except (CommandError, ValueError):
-            legacy = False
-    for problem in privileges.problems(uid, capabilities, backend, legacy, state_file):
+    for problem in privileges.problems(uid, privileges.own_capabilities(), backend, legacy, state_file):
         log.error("%s", problem)
 
 

@@ -228,11 +228,6 @@ class Exporter:
             raise ValueError("netfilter accounting is off")
         return self._backend(name)
 
-    def iptables(self) -> IptablesRules:
-        backend = self._backend("iptables")
-        assert isinstance(backend, IptablesRules)
-        return backend
-
     def xtables(self) -> xtables.Xtables:
         if self._xtables is None:
             self._xtables = xtables.detect(self.runner)
@@ -358,7 +353,7 @@ class Exporter:
 
     def _read_kernel(self, source: KernelSource, inventory: Inventory) -> None:
         readings: list[ContainerReading] = source.read()
-        self._account(
+        self.accumulator.update(
             source.name,
             [
                 Observation(
@@ -382,7 +377,7 @@ class Exporter:
     def _read_interfaces(self, inventory: Inventory) -> None:
         assert self.interfaces is not None
         readings = self.interfaces.read(inventory.interface_owners)
-        self._account(
+        self.accumulator.update(
             "interfaces",
             [
                 Observation(r.counter, (INTERFACE_SERIES, veid, r.interface, r.direction), r.packets, r.bytes)
@@ -390,18 +385,14 @@ class Exporter:
             ],
         )
 
-    def _account(self, source: str, observations: list[Observation]) -> None:
-        """Add one complete read of a source."""
-        self.accumulator.update(source, observations)
-
     def _container_series(self) -> tuple[ContainerSeries, ...]:
         """One series per (veid, class, direction, family) from the best source (KERNEL_SOURCES).
 
         Classes that are not configured are shown only once they counted something.
         """
         found: dict[tuple[str, ...], dict[str, tuple[int, int]]] = {}
-        for key, *counts in self.accumulator.rows(CONTAINER_SERIES):
-            found.setdefault(key[2:], {})[key[1]] = (counts[0], counts[1])
+        for key, p, b in self.accumulator.rows(CONTAINER_SERIES):
+            found.setdefault(key[2:], {})[key[1]] = (p, b)
         configured = {str(i) for i in self.config.classes.ids()}
         out = []
         for (veid, klass, direction, family), by_source in sorted(found.items()):
@@ -443,9 +434,8 @@ class Exporter:
 
     def _account_netfilter(self, name: str, readings: list[IpReading], inventory: Inventory) -> None:
         owners = inventory.owners
-        if (
-            owners is not self._nf_owners and owners != self._nf_owners
-        ):  # observations carry their owner: made again for new owners
+        # Observations carry their owner: made again for new owners.
+        if owners is not self._nf_owners and owners != self._nf_owners:
             self._nf_observations = {}
             self._nf_owners = owners
         # A backend hands back the same reading object for a counter that did
@@ -465,5 +455,5 @@ class Exporter:
             kept[id(r)] = entry
             observations.append(entry[1])
         self._nf_observations = kept
-        self._account(name, observations)
+        self.accumulator.update(name, observations)
         self._nf_readings = readings

@@ -26,6 +26,15 @@ def effective_capabilities(status_text: str) -> Optional[int]:
     return None
 
 
+def own_capabilities() -> Optional[int]:
+    """This process's effective capabilities (read from /proc/self, not under --path.procfs)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            return effective_capabilities(handle.read())
+    except OSError:
+        return None
+
+
 def needed(backend: Optional[str], legacy: bool) -> list[int]:
     """The capabilities a netfilter backend needs (legacy: iptables on legacy tables)."""
     if backend is None:

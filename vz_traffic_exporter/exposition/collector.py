@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Callable, Optional
+from typing import Callable
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -162,8 +162,7 @@ class Renderer:
     def __init__(self) -> None:
         # series -> (packets, bytes, bytes line, packets line, label text)
         self._ip_lines: dict[SeriesKey, tuple[int, int, str, str, str]] = {}
-        self._info: tuple[Optional[Mapping[str, Container]], str] = (None, "")
-        self._quota: tuple[Optional[Mapping[str, Container]], Optional[QuotaConfig], str] = (None, None, "")
+        self._texts: dict[str, tuple[tuple[object, ...], str]] = {}  # family -> (its inputs, its text)
         self._lock = threading.Lock()
 
     def __call__(self, snap: Snapshot) -> bytes:
@@ -200,21 +199,34 @@ class Renderer:
         self._ip_lines = kept
         return ["".join(bytes_lines), "".join(packets_lines)]
 
+    def _text(
+        self, family: str, inputs: tuple[object, ...], rows: Callable[[], list[tuple[str, float]]]
+    ) -> str:
+        """A family's text, written again only when one of its inputs is another object than last time."""
+        cached = self._texts.get(family)
+        if cached is None or any(a is not b for a, b in zip(cached[0], inputs)):
+            found = rows()
+            cached = (inputs, _series_text(family, found) if found else "")
+            self._texts[family] = cached
+        return cached[1]
+
     def _container_info(self, containers: Mapping[str, Container]) -> str:
-        if self._info[0] is not containers:
-            rows = [(_info_labels((veid, ct.name)), 1.0) for veid, ct in sorted(containers.items())]
-            self._info = (containers, _series_text(INFO, rows) if rows else "")
-        return self._info[1]
+        return self._text(
+            INFO,
+            (containers,),
+            lambda: [(_info_labels((veid, ct.name)), 1.0) for veid, ct in sorted(containers.items())],
+        )
 
     def _quotas(self, containers: Mapping[str, Container], quotas: QuotaConfig) -> str:
-        if self._quota[0] is not containers or self._quota[1] is not quotas:
-            rows = [
+        return self._text(
+            QUOTA,
+            (containers, quotas),
+            lambda: [
                 (_quota_labels((veid, direction)), float(size))
                 for veid in sorted({*containers, *quotas.containers})
                 for direction, size in quotas.of(veid).items()
-            ]
-            self._quota = (containers, quotas, _series_text(QUOTA, rows) if rows else "")
-        return self._quota[2]
+            ],
+        )
 
 
 def render(snap: Snapshot) -> bytes:

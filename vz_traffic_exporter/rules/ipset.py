@@ -33,7 +33,7 @@ from typing import Optional
 
 from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
-from ..netfilter.iptables_save import SavedTable, parse_iptables_save
+from ..netfilter.iptables_save import SavedTable, SaveParser
 from ..netfilter.xtables import FAMILIES, Xtables
 from ..runner import Runner, output_of
 from ..sources import IpReading, canonical_ip
@@ -298,6 +298,8 @@ class IpsetRules:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self._reader = SaveReader()
+        # Every read checks the hooks in the filter tables: their unchanged lines are not parsed again.
+        self._tables = {family: SaveParser() for family in FAMILIES}
 
     def available(self) -> bool:
         # None: not installed, not permitted, or no ip_set in this kernel
@@ -314,7 +316,7 @@ class IpsetRules:
         tables = {}
         for family in FAMILIES:
             text = self.runner.run((Xtables.program(family, "save"), "-t", "filter"))
-            tables[family] = parse_iptables_save(text).get("filter", SavedTable("filter"))
+            tables[family] = self._tables[family].parse(text).get("filter", SavedTable("filter"))
         return Current(sets, tables), found
 
     def read(self) -> tuple[Current, list[IpReading]]:
