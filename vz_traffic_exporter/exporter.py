@@ -217,7 +217,11 @@ class Exporter:
             if name == "iptables":
                 backend = IptablesRules(self.runner, self.xtables())
             else:
-                backend = IpsetRules(self.runner) if name == "ipset" else NftablesRules(self.runner)
+                backend = (
+                    IpsetRules(self.runner, lambda: self.xtables().variant)
+                    if name == "ipset"
+                    else NftablesRules(self.runner)
+                )
             self._backends[name] = backend
         return backend
 

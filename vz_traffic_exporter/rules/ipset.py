@@ -29,16 +29,16 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
 from ..netfilter.iptables_save import SavedTable, SaveParser
-from ..netfilter.xtables import FAMILIES, Xtables
+from ..netfilter.xtables import FAMILIES, Xtables, detect
 from ..runner import Runner, output_of
 from ..sources import IpReading, canonical_ip
 from . import SyncResult
-from .iptables import Op, RestoreWriter, Ruleset, plan
+from .iptables import FilterTables, Op, RestoreWriter, Ruleset, plan, remove_family
 
 log = logging.getLogger(__name__)
 
@@ -282,10 +282,12 @@ def plan_sets(current: dict[str, IpsetState], want: Wanted, stamp: int) -> tuple
     return lines, sorted(name for name in current if name not in wanted)
 
 
-def plan_rules(table: SavedTable, chains: dict[str, tuple[str, ...]], hooks: Sequence[str]) -> list[Op]:
+def plan_rules(
+    table: SavedTable, chains: dict[str, tuple[str, ...]], hooks: Sequence[str], new_table: bool = False
+) -> list[Op]:
     """The rule changes of one family ([] when in sync), planned as the iptables backend plans its own."""
     jumps = tuple((hook, f"-j {CHAIN_PREFIX}{hook}") for hook in hooks)
-    return plan(table, Ruleset("", tuple(chains.items()), jumps), prefix=CHAIN_PREFIX)
+    return plan(table, Ruleset("", tuple(chains.items()), jumps), prefix=CHAIN_PREFIX, new_table=new_table)
 
 
 # The wanted sets and rules depend only on these inputs; every poll asks for them again.
@@ -295,8 +297,10 @@ _wanted = functools.lru_cache(maxsize=4)(desired)
 class IpsetRules:
     name = "ipset"
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, variant: Optional[Callable[[], str]] = None) -> None:
+        """variant: the host's iptables (LEGACY or NFT), asked when a table may have to be made."""
         self.runner = runner
+        self._filter = FilterTables(runner, variant or functools.cache(lambda: detect(runner).variant))
         self._reader = SaveReader()
         # Every read checks the hooks in the filter tables: their unchanged lines are not parsed again.
         self._tables = {family: SaveParser() for family in FAMILIES}
@@ -339,17 +343,24 @@ class IpsetRules:
         return not set_lines and not destroy and not any(rule_ops.values())
 
     def _apply_rules(self, rule_ops: dict[str, list[Op]]) -> int:
-        writer = RestoreWriter(self.runner)  # set matches: libiptc through python-iptables cannot write them
         for family, ops in rule_ops.items():
             if ops:
-                writer.apply(family, ops)
+                self._writer.apply(family, ops)
         return sum(len(ops) for ops in rule_ops.values())
+
+    @property
+    def _writer(self) -> RestoreWriter:
+        return RestoreWriter(self.runner)  # set matches: libiptc through python-iptables cannot write them
 
     def sync(self, ips: Iterable[str], classes: ClassTable, host_traffic: bool) -> SyncResult:
         stamp = time.time_ns()
         want = _wanted(tuple(ips), classes, host_traffic)
         current = self.current()
         set_lines, destroy, rule_ops = self._plan(current, want, stamp)
+        for family, ops in rule_ops.items():
+            if ops and self._filter.absent(family):
+                table = current.tables.get(family, SavedTable("filter"))
+                rule_ops[family] = plan_rules(table, want.chains[family], want.jumps[family], new_table=True)
         if set_lines:
             self.runner.run(("ipset", "restore"), stdin="\n".join(set_lines) + "\n")
         changes = len(set_lines) + self._apply_rules(rule_ops) + len(destroy)
@@ -374,12 +385,10 @@ class IpsetRules:
 
     def remove(self) -> int:
         current = self.current()
-        changes = self._apply_rules(
-            {
-                family: plan_rules(current.tables.get(family, SavedTable("filter")), {}, ())
-                for family in FAMILIES
-            }
-        )
+        changes = 0
+        for family in FAMILIES:
+            table = current.tables.get(family, SavedTable("filter"))
+            changes += remove_family(table, family, self._writer, self._filter, CHAIN_PREFIX)
         for name in current.sets:
             self.runner.run(("ipset", "destroy", name))
             changes += 1

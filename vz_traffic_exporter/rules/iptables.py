@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import ipaddress
+import json
 import logging
 import os
 import threading
@@ -27,14 +28,14 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
 from ..netfilter import layout
 from ..netfilter.iptables_save import SavedTable, parse_iptables_save
-from ..netfilter.xtables import FAMILIES, LEGACY, Xtables
-from ..runner import Runner
+from ..netfilter.xtables import FAMILIES, LEGACY, NFT, Xtables
+from ..runner import Runner, output_of
 from ..sources import IpReading
 from ..sources.iptables import IptablesSource, epoch_group
 from . import SyncResult
@@ -138,15 +139,21 @@ def plan(
     stamp: Optional[int] = None,
     markers: bool = True,
     prefix: str = layout.PREFIX,
+    new_table: bool = False,
 ) -> list[Op]:
     """Operations that turn current into want (want None: remove everything of ours).
 
     Ours are the chains named prefix* and the jumps to them.  New epoch rules
     get the stamp (default: the time in ns).  With markers, current must carry
-    counters: an epoch rule whose marker reads zero gets it again.
+    counters: an epoch rule whose marker reads zero gets it again.  new_table:
+    the table does not exist yet, and the changes make it: an empty chain
+    (:func:`table_marker`) says so, for as long as we keep objects there.
     """
     wanted = want.chain_map() if want else {}
     made = list(wanted) + ([layout.EPOCH_CHAIN] if want and want.epochs else [])
+    marker = table_marker(prefix)
+    if want and (new_table or marker in current.policies):
+        made.append(marker)
     ours = [c for c in current.policies if c.startswith(prefix)]
     ops: list[Op] = [Op("new", chain) for chain in made if chain not in current.policies]
     if want and want.epochs:
@@ -173,6 +180,11 @@ def plan(
     ops += [Op("flush", c) for c in obsolete if current.chain_rules(c)]
     ops += [Op("delete_chain", c) for c in obsolete]
     return ops
+
+
+def table_marker(prefix: str) -> str:
+    """The empty chain that says a backend made the table it lives in (nf_tables)."""
+    return f"{prefix}MADE-TABLE"
 
 
 def _epoch_ops(current: SavedTable, chains: Sequence[str], stamp: int, markers: bool) -> list[Op]:
@@ -233,6 +245,83 @@ def new_epochs(ops: Sequence[Op]) -> dict[str, int]:
     return dict(parsed for parsed in made if parsed)
 
 
+# --- the table ---------------------------------------------------------------
+
+
+NFT_FAMILY = {"ipv4": "ip", "ipv6": "ip6"}
+
+
+@dataclass
+class FilterTables:
+    """Leaves the host's list of tables as it was (iptables-nft).
+
+    iptables-nft makes the nf_tables table ``ip filter`` (``ip6 filter``) on
+    first use and never deletes it.  When our changes make the table, an
+    empty chain of ours marks it (:func:`plan`'s ``new_table``); removing our
+    objects then also removes the table, if nothing but empty built-in chains
+    with an accept policy is left in it.  A table that was there before is
+    never ours.  With legacy iptables the kernel's filter table cannot be
+    removed from user space: it stays, and costs nothing (no connection
+    tracking).  Without the nft command, nothing can be asked or removed,
+    and the table stays.
+    """
+
+    runner: Runner
+    variant: Callable[[], str]  # the host's iptables: LEGACY or NFT
+
+    def absent(self, family: str) -> bool:
+        """Whether the filter table does not exist yet, so that writing to it makes it."""
+        if self.variant() != NFT:
+            return False
+        tables = output_of(self.runner, ("nft", "list", "tables", NFT_FAMILY[family]))
+        if tables is None:
+            log.debug("%s: no nft to ask whether the filter table exists", family)
+            return False
+        return f"table {NFT_FAMILY[family]} {FILTER}" not in (line.strip() for line in tables.splitlines())
+
+    def drop_if_empty(self, family: str) -> bool:
+        """Delete the filter table we made, now that we removed our objects, if it holds nothing else."""
+        nft_family = NFT_FAMILY[family]
+        text = output_of(self.runner, ("nft", "-j", "list", "table", nft_family, FILTER))
+        if text is None:
+            return False
+        if not _empty_table(text):
+            log.info("%s: the filter table we made now holds other rules; left in place", family)
+            return False
+        self.runner.run(("nft", "delete", "table", nft_family, FILTER))
+        log.info("%s: removed the filter table our rules had made", family)
+        return True
+
+
+def _empty_table(text: str) -> bool:
+    """Whether ``nft -j list table`` shows nothing but empty chains, base chains accepting."""
+    try:
+        items = json.loads(text)["nftables"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    for item in items:
+        if not isinstance(item, dict):
+            return False
+        if "metainfo" in item or "table" in item:
+            continue
+        chain = item.get("chain")
+        if not isinstance(chain, dict) or chain.get("policy", "accept") != "accept":
+            return False
+    return True
+
+
+def remove_family(
+    current: SavedTable, family: str, writer: Writer, tables: FilterTables, prefix: str = layout.PREFIX
+) -> int:
+    """Remove every object of ours from one family's filter table, and the table if we made it."""
+    ops = plan(current, None, prefix=prefix)
+    if ops:
+        writer.apply(family, ops)
+    if table_marker(prefix) in current.policies and tables.drop_if_empty(family):
+        return len(ops) + 1
+    return len(ops)
+
+
 # --- writers --------------------------------------------------------------
 
 
@@ -276,6 +365,8 @@ class LibiptcWriter:
                 for op in ops:
                     self._apply_one(iptc, table, family, op)
                 table.commit()
+            except iptc.IPTCError as err:
+                raise RuntimeError(f"{Xtables.program(family)} filter table: {err}") from None
             finally:
                 table.refresh()
 
@@ -296,12 +387,12 @@ class LibiptcWriter:
             elif op.action == "insert":
                 chain.insert_rule(_to_iptc(iptc, family, op.spec))
             elif op.action == "delete":
-                for rule in chain.rules:
-                    if _from_iptc(rule) == op.spec:
-                        chain.delete_rule(rule)
-                        break
-                else:
-                    raise RuntimeError(f"rule to delete not found: -A {op.chain} {op.spec}")
+                # libiptc finds the rule by its contents: our rules are never read back as iptc
+                # objects, whose targets would look for chains in every table (see _filter_rule).
+                try:
+                    chain.delete_rule(_to_iptc(iptc, family, op.spec))
+                except iptc.IPTCError:
+                    raise RuntimeError(f"rule to delete not found: -A {op.chain} {op.spec}") from None
 
 
 class _xtables_lock:
@@ -323,9 +414,23 @@ class _xtables_lock:
             self.fd = -1
 
 
+@functools.cache
+def _filter_rule(iptc: Any, family: str) -> Any:
+    """python-iptables' rule class of a family, told that our rules live in the filter table.
+
+    Its own rules look for a jump target's chain in every table, and opening
+    a table makes the kernel instantiate it: on a legacy node that would load
+    nat, mangle, raw and security in both families, and a nat table puts
+    connection tracking on every packet.  Ours only ever jump within filter.
+    """
+    base, table = (iptc.Rule, iptc.Table) if family == "ipv4" else (iptc.Rule6, iptc.Table6)
+    filter_only = property(lambda self: [table(table.FILTER)])
+    return type(f"Filter{base.__name__}", (base,), {"tables": filter_only})
+
+
 def _to_iptc(iptc: Any, family: str, spec: str) -> Any:
     """An iptc rule for one of our own specs (-s/-d, a comment, then -j/-g)."""
-    rule = iptc.Rule() if family == "ipv4" else iptc.Rule6()
+    rule = _filter_rule(iptc, family)()
     words = spec.split()
     target, goto = "", False
     for flag, value in zip(words[::2], words[1::2]):
@@ -345,28 +450,6 @@ def _to_iptc(iptc: Any, family: str, spec: str) -> Any:
     return rule
 
 
-def _from_iptc(rule: Any) -> str:
-    """The iptables-save form of a rule with at most -s, -d, a comment, -j/-g."""
-    parts = []
-    for flag, value in (("-s", rule.src), ("-d", rule.dst)):
-        net = ipaddress.ip_network(_cidr(value), strict=False)
-        if net.prefixlen:
-            parts.append(f"{flag} {net}")
-    for match in rule.matches:
-        if match.name == "comment":
-            parts.append(f"-m comment --comment {match.comment}")
-    if rule.target is not None and rule.target.name:
-        parts.append(f"{'-g' if rule.target.goto else '-j'} {rule.target.name}")
-    return " ".join(parts)
-
-
-def _cidr(value: str) -> str:
-    addr, _, mask = value.partition("/")
-    if mask and "." in mask:
-        return f"{addr}/{ipaddress.IPv4Address(mask).compressed}"
-    return value
-
-
 # --- the backend ----------------------------------------------------------
 
 
@@ -380,6 +463,7 @@ class IptablesRules:
             writer = LibiptcWriter() if xtables.variant == LEGACY else RestoreWriter(runner)
         self.writer = writer
         self._source = IptablesSource(runner, adopted=False, xtables=xtables)
+        self._tables = FilterTables(runner, lambda: xtables.variant)
 
     def current(self, family: str) -> SavedTable:
         text = self.runner.run([Xtables.program(family, "save"), "-c", "-t", FILTER])
@@ -393,7 +477,10 @@ class IptablesRules:
         for family in FAMILIES:
             want = _wanted(family, ips, classes, host_traffic)
             current = self.current(family)
-            ops = plan(current, want, markers=self.xtables.sets_counters(family))
+            markers = self.xtables.sets_counters(family)
+            ops = plan(current, want, markers=markers)
+            if ops and self._tables.absent(family):
+                ops = plan(current, want, markers=markers, new_table=True)
             if ops:
                 log.info("%s: applying %d rule changes", family, len(ops))
                 self.writer.apply(family, ops)
@@ -432,13 +519,9 @@ class IptablesRules:
         return any(layout.is_ours(chain) for family in FAMILIES for chain in self.current(family).policies)
 
     def remove(self) -> int:
-        changes = 0
-        for family in FAMILIES:
-            ops = plan(self.current(family), None)
-            if ops:
-                self.writer.apply(family, ops)
-            changes += len(ops)
-        return changes
+        return sum(
+            remove_family(self.current(family), family, self.writer, self._tables) for family in FAMILIES
+        )
 
     def show(self) -> str:
         """Our chains and the jumps to them, with counters, in iptables-save form."""
