@@ -1,9 +1,8 @@
-"""make package: the .deb installed, run and purged on this machine; the .rpm inspected."""
+"""make package: the .deb installed, run and purged in a throwaway root; the .rpm inspected."""
 
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 import yaml
 
 from netlab.lab import CLASS_NETWORKS
+from tests.throwaway_root import ThrowawayRoot
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "vz-traffic-exporter"
@@ -66,26 +66,34 @@ def test_the_rpm_holds_the_files_and_the_scripts(packages: dict[str, Path]) -> N
 
 
 def test_the_deb_installs_runs_and_purges_cleanly(packages: dict[str, Path], tmp_path: Path) -> None:
-    if os.geteuid() != 0 or shutil.which("dpkg") is None:
-        pytest.skip("needs root and dpkg")
-    if run("dpkg-query", "-W", PACKAGE, check=False).returncode == 0:
-        pytest.skip(f"{PACKAGE} is installed on this machine already; not touching it")
+    """In a throwaway root (the host's dpkg database, /etc, /var and users are never touched)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare")
     ns = f"vztpkg{os.getpid() % 10000}"
+    run("ip", "netns", "add", ns)
     try:
-        run("dpkg", "-i", str(packages["deb"]))
-        user = pwd.getpwnam(PACKAGE)
-        assert user.pw_dir == "/var/lib/vz-traffic-exporter" and user.pw_shell.endswith("nologin")
+        root = ThrowawayRoot(tmp_path / "root", netns=ns)
+        # A fresh machine's view: no copy of ours, no config or state of an earlier install.
+        if root.run("dpkg-query", "-W", PACKAGE, check=False).returncode == 0:
+            root.run("dpkg", "--purge", PACKAGE)
+        root.run("rm", "-rf", "/etc/vz-traffic-exporter", "/var/lib/vz-traffic-exporter")
+        root.put(packages["deb"], "/tmp/package.deb")
+        root.run("dpkg", "-i", "/tmp/package.deb", DEBIAN_FRONTEND="noninteractive")
+        user = root.run("getent", "passwd", PACKAGE).stdout.strip().split(":")
+        assert user[5] == "/var/lib/vz-traffic-exporter" and user[6].endswith("nologin")
         for path in INSTALLED:
-            assert Path(path).exists(), path
-        assert 'ARGS=""' in Path("/etc/default/vz-traffic-exporter").read_text()
-        assert not STARTS.search(Path("/var/lib/dpkg/info/vz-traffic-exporter.postinst").read_text())
+            assert root.exists(path), path
+        assert 'ARGS=""' in root.read("/etc/default/vz-traffic-exporter")
+        assert not STARTS.search(root.read("/var/lib/dpkg/info/vz-traffic-exporter.postinst"))
+        enabled = root.run("systemctl", "is-enabled", f"{PACKAGE}.service", check=False).stdout.strip()
+        assert enabled == "disabled"
         if shutil.which("systemd-analyze"):
-            verify = run(
+            verify = root.run(
                 "systemd-analyze", "verify", "/lib/systemd/system/vz-traffic-exporter.service", check=False
             )
             assert verify.returncode == 0, verify.stderr
         assert (
-            run("vz-traffic-exporter", "--version")
+            root.run("vz-traffic-exporter", "--version")
             .stdout.strip()
             .endswith(
                 run(
@@ -93,9 +101,11 @@ def test_the_deb_installs_runs_and_purges_cleanly(packages: dict[str, Path], tmp
                 ).stdout.strip()
             )
         )
-        check = run("vz-traffic-exporter", "--config", "/etc/vz-traffic-exporter/config.yaml", "check-config")
+        check = root.run(
+            "vz-traffic-exporter", "--config", "/etc/vz-traffic-exporter/config.yaml", "check-config"
+        )
         assert "configuration is valid" in check.stdout
-        # The installed program reads real netfilter, in a namespace of its own, with the system python3.
+        # The installed program reads real netfilter, in a namespace of the test's, with the system python3.
         config = tmp_path / "config.yaml"
         config.write_text(
             yaml.safe_dump(
@@ -106,26 +116,28 @@ def test_the_deb_installs_runs_and_purges_cleanly(packages: dict[str, Path], tmp
                     },
                     "network_classes": [{"id": 1, "name": "peering", "networks": CLASS_NETWORKS[1]}],
                     "netfilter": {"backend": "nftables"},
-                    "state": {"file": str(tmp_path / "state.json")},
+                    "state": {"file": "/tmp/state.json"},
                 }
             )
         )
-        run("ip", "netns", "add", ns)
-        run("ip", "netns", "exec", ns, "vz-traffic-exporter", "--config", str(config), "rules", "sync")
-        dump = run("ip", "netns", "exec", ns, "vz-traffic-exporter", "--config", str(config), "dump").stdout
+        root.put(config, "/tmp/config.yaml")
+        root.run("vz-traffic-exporter", "--config", "/tmp/config.yaml", "rules", "sync")
+        dump = root.run("vz-traffic-exporter", "--config", "/tmp/config.yaml", "dump").stdout
         assert 'vz_traffic_source_up{source="nftables"} 1.0' in dump
         assert 'vz_traffic_ip_bytes_total{class="1",direction="out",ip="192.0.2.11",veid="101"} 0.0' in dump
+        purge = root.run("dpkg", "--purge", PACKAGE, check=False)
+        assert purge.returncode == 0, purge.stderr
+        assert root.run("dpkg-query", "-W", PACKAGE, check=False).returncode != 0
+        for path in [
+            *INSTALLED,
+            "/etc/vz-traffic-exporter",
+            "/var/lib/vz-traffic-exporter",
+            "/usr/lib/vz-traffic-exporter",
+        ]:
+            assert not root.exists(path), path
+        assert root.run("getent", "passwd", PACKAGE, check=False).returncode == 2
+        # The package's removal took our objects out of the namespace it ran in.
+        tables = run("ip", "netns", "exec", ns, "nft", "list", "tables").stdout
+        assert "vz_traffic" not in tables
     finally:
         run("ip", "netns", "del", ns, check=False)
-        purge = run("dpkg", "--purge", PACKAGE, check=False)
-    assert purge.returncode == 0, purge.stderr
-    assert run("dpkg-query", "-W", PACKAGE, check=False).returncode != 0
-    for path in [
-        *INSTALLED,
-        "/etc/vz-traffic-exporter",
-        "/var/lib/vz-traffic-exporter",
-        "/usr/lib/vz-traffic-exporter",
-    ]:
-        assert not Path(path).exists(), path
-    with pytest.raises(KeyError):
-        pwd.getpwnam(PACKAGE)
