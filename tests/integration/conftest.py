@@ -24,10 +24,23 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from netlab.lab import CLASS_NETWORKS, Lab, LabContainer, default_containers, leftover_namespaces
+from tests.host_state import differences, host_state, tables
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPORTER = [sys.executable, "-m", "vz_traffic_exporter"]
 _serial = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_left_as_found() -> Iterator[None]:
+    """The whole suite leaves the host's firewall, packages, users and units as it found them."""
+    if os.geteuid() != 0:
+        yield
+        return
+    before = host_state()
+    yield
+    changed = differences(before, host_state())
+    assert not changed, "the integration tests changed the host:\n" + "\n".join(changed)
 
 
 def _require_root_and_tools() -> None:
@@ -71,6 +84,8 @@ class NodeLab(Lab):
 
     bindir: str = ""
     backend: str = "iptables"  # the netfilter backend the tests configure
+    baseline: dict[str, list[str]]  # the node's tables once built
+    operator_tables: set[tuple[str, str]]  # tables the test made as the node's operator
     workdir: Path = Path()
     path: Optional[str] = None  # a PATH of the test's choosing for the exporter
 
@@ -105,7 +120,28 @@ class NodeLab(Lab):
         return re.sub(r"counter packets \d+ bytes \d+", "counter", "\n".join(parts))
 
     def iptables(self, family: str, *args: str) -> str:
+        """Run the node's iptables as its operator would (their rules, their table)."""
+        self.operator_tables.add(("nft", f"table {'ip' if family == 'ipv4' else 'ip6'} filter"))
+        self.operator_tables.add((f"legacy {'ip' if family == 'ipv4' else 'ip6'}", "filter"))
         return self.node_cmd("iptables" if family == "ipv4" else "ip6tables", "-w", *args).stdout
+
+    def tables(self) -> dict[str, list[str]]:
+        return tables(self.node)
+
+    def check_tables_left_as_found(self) -> None:
+        """After `rules remove`, the node holds the tables it had before the test, and the operator's.
+
+        On a legacy node the kernel's filter table, once made, cannot be removed: it may stay.
+        """
+        self.node_cmd(*EXPORTER, "--config", self.write_config([]), "rules", "remove", check=False)
+        after = self.tables()
+        for kind, names in after.items():
+            allowed = set(self.baseline.get(kind, ())) | {n for k, n in self.operator_tables if k == kind}
+            if kind.startswith("legacy"):
+                allowed.add("filter")
+            assert set(names) <= allowed, f"{kind}: tables left behind: {sorted(set(names) - allowed)}"
+            gone = set(self.baseline.get(kind, ())) - set(names)
+            assert not gone, f"{kind}: tables that were there before are gone: {sorted(gone)}"
 
     def save(self, family: str) -> str:
         """iptables-save of the filter table without counters and comments."""
@@ -213,9 +249,12 @@ def _lab(bindir: str, workdir: Path, backend: str = "iptables") -> Iterator[Node
     node_lab.bindir = bindir
     node_lab.backend = backend
     node_lab.workdir = workdir
+    node_lab.operator_tables = set()
     try:
         node_lab.build(default_containers(prefix))
+        node_lab.baseline = node_lab.tables()
         yield node_lab
+        node_lab.check_tables_left_as_found()
     finally:
         node_lab.destroy()
         assert leftover_namespaces(prefix) == []

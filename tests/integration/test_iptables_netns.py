@@ -107,6 +107,34 @@ def test_counts_are_byte_exact_sync_is_idempotent_and_remove_leaves_no_trace(lab
     assert lab.firewall() == before
 
 
+def test_sync_and_remove_leave_the_table_list_as_found(lab: NodeLab) -> None:
+    """No nat, mangle, raw or security table is made; a filter table we made goes with our rules."""
+    before = lab.tables()
+    config = lab.write_config(lab.containers)
+    lab.exporter(config, "rules", "sync")
+    lab.exporter(config, "rules", "sync")
+    lab.exporter(config, "rules", "remove")
+    after = lab.tables()
+    # Legacy: the kernel's filter table, once made, cannot be removed; nothing else may appear.
+    for kind in ("legacy ip", "legacy ip6"):
+        assert set(after[kind]) <= {"filter", *before[kind]}, after
+    assert after["nft"] == before["nft"]
+
+
+def test_an_operators_filter_table_stays_and_the_one_we_made_goes(lab: NodeLab) -> None:
+    if lab.backend not in ("iptables", "ipset") or "legacy" in lab.bindir:
+        pytest.skip("tables made by iptables-nft")
+    lab.iptables("ipv4", "-A", "INPUT", "-s", PEERS["world"][0], "-j", "ACCEPT")  # the operator's
+    before = lab.tables()
+    assert before["nft"] == ["table ip filter"]
+    config = lab.write_config(lab.containers)
+    lab.exporter(config, "rules", "sync")
+    assert lab.tables()["nft"] == ["table ip filter", "table ip6 filter"]
+    lab.exporter(config, "rules", "remove")
+    assert lab.tables() == before
+    assert f"-A INPUT -s {PEERS['world'][0]}/32 -j ACCEPT" in lab.save("ipv4")
+
+
 def test_host_traffic_false_counts_only_forwarded_traffic(lab: NodeLab) -> None:
     config = lab.write_config(lab.containers, netfilter={"host_traffic": False})
     lab.exporter(config, "rules", "sync")

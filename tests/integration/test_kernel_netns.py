@@ -59,6 +59,7 @@ def install_vz9_layout(lab: NodeLab) -> None:
     for ct in lab.containers:
         script = nft_script(ct.veid, host_ifname(ct), "vpeer", [ct.ipv4, ct.ipv6], {1: CLASS_NETWORKS[1]})
         lab.ns(lab.node, "nft", "-f", "-", stdin=script)
+        lab.operator_tables.add(("nft", f"table netdev {table_name(ct.veid)}"))  # Virtuozzo's, not ours
 
 
 def test_virtuozzo9_nft_counters_are_exported_exactly_and_resets_absorbed(kernel_lab: NodeLab) -> None:
