@@ -244,7 +244,14 @@ class _Checker:
         if not text:
             self.problem(path, "must not be empty")
             return None
+        if not _is_text(text):
+            self.problem(path, f"{text!r} is not valid Unicode text (a lone surrogate or a NUL)")
+            return None
         return text
+
+
+def _is_text(value: str) -> bool:
+    return re.search("[\0\ud800-\udfff]", value) is None
 
 
 def _kind(value: Any) -> str:

@@ -75,7 +75,8 @@ class SystemRunner:
                 list(argv),
                 input=stdin,
                 capture_output=True,
-                text=True,
+                encoding="utf-8",
+                errors="replace",  # a tool's bytes that are not UTF-8 become U+FFFD: decoding never fails
                 timeout=self.timeout,
                 env=env,
                 check=False,

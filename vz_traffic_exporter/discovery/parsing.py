@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable
 from typing import Any, Callable
 
 from ..runner import Runner
 from . import Container
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_of(value: object) -> str:
+    """A tool's string as a label can hold it: a lone surrogate (from a JSON escape) becomes U+FFFD."""
+    text = str(value)
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def name_of(value: object) -> str:
+    """A container's name as vzlist and prlctl print it: none is null (legacy) or "-" (OpenVZ 7, prlctl)."""
+    if value is None or value == "-":
+        return ""
+    return text_of(value)
 
 
 def canonical_addresses(words: Iterable[str], where: str) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ CTID of a container, the UUID of a VM).  Needs root.
 from __future__ import annotations
 
 from . import Container
-from .parsing import CommandDiscovery, canonical_addresses, json_list
+from .parsing import CommandDiscovery, canonical_addresses, json_list, name_of, text_of
 
 ARGV = ("prlctl", "list", "-a", "-j", "-o", "uuid,envid,name,type,ip")
 
@@ -20,11 +20,11 @@ def parse_prlctl_json(text: str, where: str = "prlctl") -> list[Container]:
     for i, item in enumerate(json_list(text, where)):
         if not isinstance(item, dict):
             raise ValueError(f"{where}: entry {i} is not an object")
-        veid = str(item.get("envid") or item.get("uuid") or "").strip("{} ")
+        veid = text_of(item.get("envid") or item.get("uuid") or "").strip("{} ")
         if not veid:
             raise ValueError(f"{where}: entry {i} has neither envid nor uuid")
         ips = canonical_addresses(str(item.get("ip") or "").split(), f"{where}: entry {i}")
-        containers.append(Container(veid, str(item.get("name") or ""), ips))
+        containers.append(Container(veid, name_of(item.get("name")), ips))
     return containers
 
 

@@ -9,7 +9,7 @@ the configured ones of stopped containers.  Needs root.
 from __future__ import annotations
 
 from . import Container
-from .parsing import CommandDiscovery, canonical_addresses, json_list
+from .parsing import CommandDiscovery, canonical_addresses, json_list, name_of, text_of
 
 ARGV = ("vzlist", "-a", "-j", "-o", "ctid,name,ip")
 
@@ -23,8 +23,8 @@ def parse_vzlist_json(text: str, where: str = "vzlist") -> list[Container]:
         ips = item.get("ip") or []
         if not isinstance(ips, list):
             raise ValueError(f"{where}: entry {i}: ip is not a list")
-        name = item.get("name") or ""
-        containers.append(Container(str(ctid), str(name), canonical_addresses(ips, f"{where}: entry {i}")))
+        ips = canonical_addresses(ips, f"{where}: entry {i}")
+        containers.append(Container(text_of(ctid), name_of(item.get("name")), ips))
     return containers
 
 

@@ -24,6 +24,7 @@ from prometheus_client.utils import floatToGoString
 from ..accounting import SeriesKey
 from ..config import QuotaConfig
 from ..discovery import Container
+from ..discovery.parsing import text_of
 from ..exporter import Snapshot
 
 IP_LABELS = ["veid", "ip", "class", "direction"]
@@ -113,12 +114,15 @@ def _kernel_rows(snap: Snapshot) -> dict[str, list[tuple[str, float]]]:
 
 
 _value: Callable[[float], str] = floatToGoString  # the library's number format
-_SPECIAL = re.compile(r'[\\\n"]')
+_SPECIAL = re.compile('[\\\\\n"\ud800-\udfff]')
 
 
 def _escape(value: str) -> str:
+    """A label value as the text format writes it: never fails, whatever the value holds."""
     if _SPECIAL.search(value) is None:
         return value
+    # A lone surrogate cannot be written as UTF-8: it becomes U+FFFD.
+    value = text_of(value)
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
