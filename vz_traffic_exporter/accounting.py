@@ -33,6 +33,10 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple, Optional, Union
 
 STATE_VERSION = 2
+RAW_LIMIT = 1 << 64  # a kernel counter's values
+TOTAL_LIMIT = 1 << 96  # no total gets near this: a value beyond it in a state file is not one of ours
+# The kinds of series the exporter keeps, with the number of parts of their keys.
+SERIES_PARTS = {"ip": 5, "container": 6, "interface": 4}
 
 SeriesKey = tuple[str, ...]
 CounterKey = tuple[Union[str, int], ...]  # a raw counter's identity within its source
@@ -248,36 +252,75 @@ class Accumulator:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Accumulator:
-        """The accumulator saved by :meth:`to_state` (ValueError if it is not one)."""
+    def from_state(cls, state: dict[str, Any], dropped: Optional[list[str]] = None) -> Accumulator:
+        """The accumulator saved by :meth:`to_state` (ValueError if it is not one).
+
+        dropped: where to list the rows that are not understood, which are
+        then left out (one bad row loses that row only); without it, a bad
+        row is a ValueError.
+        """
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             version = state.get("version") if isinstance(state, dict) else None
-            raise ValueError(f"state format version {version!r}, this exporter reads version {STATE_VERSION}")
-        try:
-            boot_id = state["boot_id"]
-            acc = cls(None if boot_id is None else str(boot_id))
-            for row in state["counters"]:
+            raise ValueError(
+                f"state format version {version!r:.40}, this exporter reads version {STATE_VERSION}"
+            )
+        boot_id = state.get("boot_id")
+        if boot_id is not None and not isinstance(boot_id, str):
+            raise ValueError(f"malformed state: boot_id {boot_id!r:.40} is not a string")
+        acc = cls(boot_id)
+        counters, series_rows, resets = (state.get(name) for name in ("counters", "series", "resets"))
+        if (
+            not isinstance(counters, list)
+            or not isinstance(series_rows, list)
+            or not isinstance(resets, dict)
+        ):
+            raise ValueError("malformed state: counters, series or resets missing")
+
+        def bad(what: str) -> None:
+            if dropped is None:
+                raise ValueError(f"malformed state: {what}")
+            dropped.append(what)
+
+        for row in counters:
+            try:
                 source, packets, nbytes, epoch = row[:4]
                 counter = tuple(row[4:])
                 if not isinstance(source, str) or not counter or not all(map(_is_part, counter)):
-                    raise ValueError(f"{row!r} is not a counter")
-                acc._set(
-                    source, counter, _count(packets), _count(nbytes), None if epoch is None else _count(epoch)
-                )
-            for row in state["series"]:
+                    raise ValueError("not a counter")
+                values = _count(packets, RAW_LIMIT), _count(nbytes, RAW_LIMIT)
+                stamp = None if epoch is None else _count(epoch, RAW_LIMIT)
+            except (TypeError, ValueError) as err:
+                bad(f"counter row {_shown(row)}: {err}")
+                continue
+            acc._set(source, counter, *values, stamp)
+        for row in series_rows:
+            try:
                 series = tuple(row[3:])
-                if not series or not all(isinstance(part, str) for part in series):
-                    raise ValueError(f"{row!r} is not a series")
-                acc._totals[series] = _Total(_count(row[0]), _count(row[1]), _count(row[2]))
-            acc.resets.update({str(k): _count(v) for k, v in state["resets"].items()})
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise ValueError(f"malformed state: {err}") from None
+                if not all(isinstance(part, str) for part in series) or SERIES_PARTS.get(series[0]) != len(
+                    series
+                ):
+                    raise ValueError("not a series")
+                total = _Total(_count(row[0]), _count(row[1]), _count(row[2]))
+            except (TypeError, ValueError, IndexError) as err:
+                bad(f"series row {_shown(row)}: {err}")
+                continue
+            acc._totals[series] = total
+        for source, count in resets.items():
+            try:
+                acc.resets[str(source)] = _count(count)
+            except ValueError as err:
+                bad(f"resets of {_shown(source)}: {err}")
         return acc
 
 
-def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{value!r} is not a counter value")
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:120] + "..."
+
+
+def _count(value: Any, limit: int = TOTAL_LIMIT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+        raise ValueError(f"{_shown(value)} is not a counter value")
     return value
 
 

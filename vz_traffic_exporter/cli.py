@@ -24,7 +24,7 @@ from .exporter import Exporter
 from .exposition import collector, http, webconfig
 from .netfilter import xtables
 from .runner import CommandError, Runner, SystemRunner
-from .state import StateFile
+from .state import NotOurs, StateFile
 
 log = logging.getLogger("vz_traffic_exporter")
 
@@ -223,15 +223,19 @@ def _serve(
         print("--web.telemetry-path must start with / and not be /", file=sys.stderr)
         return 2
 
-    exporter = Exporter(
-        config,
-        runner,
-        procfs=args.procfs,
-        sysfs=args.sysfs,
-        keep_rules=True,
-        state=StateFile(config.state.file),
-        save_state=True,
-    )
+    try:
+        exporter = Exporter(
+            config,
+            runner,
+            procfs=args.procfs,
+            sysfs=args.sysfs,
+            keep_rules=True,
+            state=StateFile(config.state.file),
+            save_state=True,
+        )
+    except NotOurs as err:
+        print(f"{config.source}: state.file: {err}", file=sys.stderr)
+        return 2
     _say_what_is_missing(exporter, config.state.file)
     if exporter.keep_rules and exporter.backend_name():
         try:

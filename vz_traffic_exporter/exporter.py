@@ -21,7 +21,7 @@ from functools import cached_property
 from typing import Callable, Optional
 
 from . import discovery
-from .accounting import Accumulator, Observation, SeriesRow
+from .accounting import SERIES_PARTS, Accumulator, Observation, SeriesRow
 from .config import Config, QuotaConfig
 from .discovery import Container, Inventory
 from .discovery.classes import ClassTable
@@ -50,9 +50,9 @@ AUTO_WHY = {
 }
 
 EXPIRE_EVERY = 60.0  # s; or a tenth of the retention, when that is shorter
-IP_SERIES = "ip"
-CONTAINER_SERIES = "container"
-INTERFACE_SERIES = "interface"
+IP_SERIES, CONTAINER_SERIES, INTERFACE_SERIES = (
+    SERIES_PARTS  # the kinds of series, as the state file has them
+)
 
 # The kernel sources of container series.  Where several have the same
 # series, one wins for bytes and packets together: nft_counters (Virtuozzo 9,
@@ -148,7 +148,7 @@ class Exporter:
         if absorbed:
             log.info("new boot since the state was saved: %d kernel counters start again from zero", absorbed)
         self.state = state if save_state else None
-        self._save_failed = False
+        self._save_failed = ""  # why the last save failed
         self._saved_changes = -1
         self._found: dict[str, Sequence[Container]] = {}
         self._discovered_at: Optional[float] = None
@@ -339,20 +339,25 @@ class Exporter:
         )
 
     def save(self) -> None:
-        """Write the state file (when this exporter keeps one); failures are logged, not raised."""
+        """Write the state file (when this exporter keeps one); failures are logged, not raised.
+
+        A failure is logged once, and again only when the reason changes; the
+        totals stay in memory and the next save tries again.
+        """
         if self.state is None:
             return
         changes = self.accumulator.changes
         try:
             self.state.save(self.accumulator)
         except OSError as err:
-            if not self._save_failed:
-                log.error("cannot write the state file %s: %s (totals kept in memory)", self.state.path, err)
-            self._save_failed = True
+            why = str(err)
+            if why != self._save_failed:
+                log.error("cannot write the state file %s: %s (totals kept in memory)", self.state.path, why)
+            self._save_failed = why
             return
         if self._save_failed:
             log.info("state file %s written again", self.state.path)
-        self._save_failed = False
+        self._save_failed = ""
         self._saved_changes = changes
 
     def _read_kernel(self, source: KernelSource, inventory: Inventory) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..sources import counter_value
+
 
 class ParseError(ValueError):
     def __init__(self, line_no: int, line: str, why: str) -> None:
@@ -86,7 +88,11 @@ class SaveParser:
             if not m:
                 raise ParseError(line_no, raw, "malformed rule line")
             packets, nbytes, chain, spec = m.groups()
-            rule = SavedRule(chain, spec or "", int(packets or 0), int(nbytes or 0))
+            try:
+                counters = [counter_value(v or "0", "counters") for v in (packets, nbytes)]
+            except ValueError as err:
+                raise ParseError(line_no, raw, str(err)) from None
+            rule = SavedRule(chain, spec or "", *counters)
             current.rules.append(rule)
             seen[raw] = rule
         self._rules = seen

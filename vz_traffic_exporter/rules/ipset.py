@@ -36,7 +36,7 @@ from ..discovery.classes import ClassTable
 from ..netfilter.iptables_save import SavedTable, SaveParser
 from ..netfilter.xtables import FAMILIES, Xtables, detect
 from ..runner import Runner, output_of
-from ..sources import IpReading, canonical_ip
+from ..sources import IpReading, canonical_ip, counter_value
 from . import SyncResult
 from .iptables import FilterTables, Op, RestoreWriter, Ruleset, plan, remove_family
 
@@ -155,6 +155,8 @@ class SaveReader:
             if hit is not None:
                 state = sets.get(hit[0])
                 if state is not None and state.type == hit[1]:
+                    if hit[2] in state.elements:
+                        raise ValueError(f"{where}: line {number}: {hit[0]} {hit[2]} appears twice")
                     if rest != hit[4]:  # the counters moved: a new reading
                         values = _fast_values(rest) or _values(line.split()[3:])
                         hit = (*hit[:4], rest, values, _reading(hit[0], hit[2], hit[3], values))
@@ -175,7 +177,9 @@ class SaveReader:
                 try:
                     element, values = _element(state.type, words[2]), _values(words[3:])
                 except ValueError as err:
-                    raise ValueError(f"{where}: line {number}: {err}: {line!r}") from None
+                    raise ValueError(f"{where}: line {number}: {err}: {line[:200]!r}") from None
+                if element in state.elements:
+                    raise ValueError(f"{where}: line {number}: {words[1]} {element} appears twice")
                 state.elements[element] = values
                 counting = _counting(words[1], element)
                 reading = _reading(words[1], element, counting, values)
@@ -201,9 +205,9 @@ def _values(words: Sequence[str]) -> Values:
     stamp = None
     for key, value in zip(words[::2], words[1::2]):
         if key == "packets":
-            packets = int(value)
+            packets = counter_value(value, "packets")
         elif key == "bytes":
-            nbytes = int(value)
+            nbytes = counter_value(value, "bytes")
         elif key == "comment":
             stamp = _stamp(value)
     return packets, nbytes, stamp
@@ -213,6 +217,8 @@ def _fast_values(rest: str) -> Optional[Values]:
     """The values from what follows "packets " as ``ipset save`` writes it: N bytes N [comment "S"]."""
     words = rest.split()
     if len(words) not in (3, 5) or words[1] != "bytes" or not (words[0].isdigit() and words[2].isdigit()):
+        return None
+    if len(words[0]) > 19 or len(words[2]) > 19:  # may be 2**64 or more: checked by _values
         return None
     if len(words) == 3:
         return int(words[0]), int(words[2]), None

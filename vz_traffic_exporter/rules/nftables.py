@@ -41,7 +41,7 @@ from typing import Any, Optional
 from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
 from ..runner import CommandError, Runner, output_of
-from ..sources import IpReading, canonical_ip
+from ..sources import IpReading, canonical_ip, counter_value
 from . import SyncResult
 
 log = logging.getLogger(__name__)
@@ -155,9 +155,16 @@ def _elements(nft_set: dict[str, Any], where: str) -> dict[str, tuple[int, int]]
         elem = entry.get("elem", entry) if isinstance(entry, dict) else {"val": entry}
         value = elem.get("val")
         counter = elem.get("counter") or {}
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: set {nft_set.get('name')}: element {value!r} is not an address")
-        out[canonical_ip(value)] = (int(counter.get("packets", 0)), int(counter.get("bytes", 0)))
+        what = f"{where}: set {nft_set.get('name')}: element {value!r}"
+        if not isinstance(value, str) or not isinstance(counter, dict):
+            raise ValueError(f"{what} is not an address with a counter")
+        ip = canonical_ip(value)
+        if ip in out:
+            raise ValueError(f"{what} appears twice")
+        out[ip] = (
+            counter_value(counter.get("packets", 0), f"{what}: packets"),
+            counter_value(counter.get("bytes", 0), f"{what}: bytes"),
+        )
     return out
 
 

@@ -15,6 +15,38 @@ from typing import NamedTuple, Protocol
 
 from ..accounting import CounterKey
 
+COUNTER_LIMIT = 1 << 64  # kernel counters are unsigned 64-bit
+
+
+def counter_value(value: object, where: str) -> int:
+    """A raw counter as the kernel or a tool gives it: a whole number in [0, 2**64), else ValueError.
+
+    A value outside that range cannot come from the kernel: the read is refused, not accounted.
+    """
+    if isinstance(value, str):
+        number = int(value) if value.isdigit() and len(value) <= 20 else -1
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        number = -1
+    if not 0 <= number < COUNTER_LIMIT:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
+        raise ValueError(f"{where}: {shown} is not a counter value (a whole number below 2^64)")
+    return number
+
+
+class Unique:
+    """Refuses an identity seen twice in one read: a duplicate would count as a reset at every read."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._seen: dict[object, str] = {}
+
+    def add(self, identity: object, where: str) -> None:
+        first = self._seen.setdefault(identity, where)
+        if first is not where:
+            raise ValueError(f"{where}: {self.what} {identity} appears twice in one read (first at {first})")
+
 
 @functools.lru_cache(maxsize=1 << 17)
 def canonical_ip(text: str) -> str:

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 
-from . import InterfaceReading
+from . import InterfaceReading, counter_value
 
 _LEGACY_VETH = re.compile(r"^veth(\d+)\.\d+$")
 STATS = (("rx", "out"), ("tx", "in"))
@@ -37,9 +37,7 @@ def read_interface(sysfs: str, name: str) -> list[InterfaceReading]:
             path = os.path.join(base, "statistics", f"{prefix}_{unit}")
             with open(path, encoding="ascii") as handle:
                 text = handle.read().strip()
-            if not text.isdigit():
-                raise ValueError(f"{path}: {text!r} is not a counter")
-            values.append(int(text))
+            values.append(counter_value(text, path))
         counter = ("interfaces", name, ifindex, direction)
         readings.append(InterfaceReading(counter, name, direction, values[0], values[1]))
     return readings

@@ -13,7 +13,7 @@ import json
 import re
 
 from ..runner import Runner, output_of
-from . import ContainerReading
+from . import ContainerReading, Unique, counter_value
 
 ARGV = ("nft", "-j", "list", "counters")
 _TABLE = re.compile(r"^ve_([0-9A-Za-z_.-]+)$")
@@ -36,7 +36,10 @@ def parse_nft_counters(text: str, where: str = "nft") -> list[ContainerReading]:
         items = json.loads(text).get("nftables", [])
     except (ValueError, AttributeError) as err:
         raise ValueError(f"{where}: not nftables JSON: {err}") from None
+    if not isinstance(items, list):
+        raise ValueError(f"{where}: nftables: not a list")
     readings = []
+    names = Unique("counter")
     for item in items:
         counter = item.get("counter") if isinstance(item, dict) else None
         if not isinstance(counter, dict) or counter.get("family") != "netdev":
@@ -48,14 +51,11 @@ def parse_nft_counters(text: str, where: str = "nft") -> list[ContainerReading]:
         direction = "in" if m.group(1) == "i" else "out"
         family = "ipv4" if m.group(2) == "4" else "ipv6"
         klass = int(m.group(3))
-        try:
-            nbytes, packets = int(counter["bytes"]), int(counter["packets"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(
-                f"{where}: counter {counter.get('name')} of {counter.get('table')} "
-                "has no numeric bytes/packets"
-            ) from None
+        what = f"{where}: counter {counter.get('name')} of table {counter.get('table')}"
+        nbytes = counter_value(counter.get("bytes"), f"{what}: bytes")
+        packets = counter_value(counter.get("packets"), f"{what}: packets")
         key = ("nft_counters", counter["table"], counter["name"])
+        names.add(key[1:], what)
         readings.append(ContainerReading(key, ctid, klass, direction, family, nbytes, packets))
     return readings
 

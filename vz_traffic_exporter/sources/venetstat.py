@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 
-from . import ContainerReading
+from . import ContainerReading, Unique, counter_value
 
 FILES = {"ipv4": "venetstat", "ipv6": "venetstat_v6"}
 _LINE = re.compile(r"^(\d+)((?:\s+\d+/\s*\d+){16})\s*$")
@@ -20,6 +20,7 @@ _PAIR = re.compile(r"(\d+)/\s*(\d+)")
 
 def parse_venetstat(text: str, family: str, where: str = "venetstat") -> list[ContainerReading]:
     readings = []
+    veids = Unique("VEID")
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -27,10 +28,12 @@ def parse_venetstat(text: str, family: str, where: str = "venetstat") -> list[Co
         if not m:
             raise ValueError(f"{where}:{line_no}: not 16 in/out pairs after a VEID")
         veid = m.group(1)
+        veids.add(veid, f"{where}:{line_no}")
         for klass, (incoming, outgoing) in enumerate(_PAIR.findall(m.group(2))):
             for direction, value in (("in", incoming), ("out", outgoing)):
                 counter = ("venetstat", family, veid, klass, direction)
-                readings.append(ContainerReading(counter, veid, klass, direction, family, int(value)))
+                nbytes = counter_value(value, f"{where}:{line_no}: class {klass} {direction}")
+                readings.append(ContainerReading(counter, veid, klass, direction, family, nbytes))
     return readings
 
 

@@ -11,21 +11,23 @@ versions); ``-r`` style K/M/G values are refused, they are not exact.
 from __future__ import annotations
 
 from ..runner import Runner
-from . import ContainerReading
+from . import ContainerReading, Unique, counter_value
 
 ARGV = {"ipv4": ("vznetstat", "-4", "-a"), "ipv6": ("vznetstat", "-6", "-a")}
 
 
 def parse_vznetstat(text: str, family: str, where: str = "vznetstat") -> list[ContainerReading]:
     readings = []
+    rows = Unique("id and class")
     for line_no, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields or fields[0] in ("UUID", "CTID"):
             continue
-        if len(fields) != 6 or not all(f.isdigit() for f in fields[1:]):
+        if len(fields) != 6 or not all(f.isdigit() for f in fields[1:]) or len(fields[1]) > 2:
             raise ValueError(f"{where}:{line_no}: expected id, class, bytes, packets, bytes, packets")
         ident, klass = fields[0], int(fields[1])
-        in_bytes, in_pkts, out_bytes, out_pkts = (int(f) for f in fields[2:])
+        rows.add((ident, klass), f"{where}:{line_no}")
+        in_bytes, in_pkts, out_bytes, out_pkts = (counter_value(f, f"{where}:{line_no}") for f in fields[2:])
         for direction, nbytes, packets in (("in", in_bytes, in_pkts), ("out", out_bytes, out_pkts)):
             counter = ("vznetstat", family, ident, klass, direction)
             readings.append(
