@@ -134,7 +134,12 @@ class StateFile:
         self.check()
         os.makedirs(self._directory, mode=0o750, exist_ok=True)
         text = json.dumps(accumulator.to_state(), separators=(",", ":")).encode()
-        fd, tmp = tempfile.mkstemp(prefix=self._tmp_prefix, suffix=self._tmp_suffix, dir=self._directory)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=self._tmp_prefix, suffix=self._tmp_suffix, dir=self._directory)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(err.errno, self._no_room(len(text))) from None
+            raise OSError(err.errno, f"cannot create a file in {self._directory}: {err.strerror}") from None
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(text)
