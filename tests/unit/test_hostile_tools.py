@@ -20,6 +20,8 @@ from vz_traffic_exporter.discovery.prlctl import parse_prlctl_json
 from vz_traffic_exporter.discovery.vzlist import ARGV as VZLIST
 from vz_traffic_exporter.discovery.vzlist import parse_vzlist_json
 from vz_traffic_exporter.runner import SystemRunner
+from vz_traffic_exporter.sources.nft_counters import parse_nft_counters
+from vz_traffic_exporter.sources.venetstat import parse_venetstat
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "real-samples"
 
@@ -111,3 +113,86 @@ def test_the_real_legacy_vzlist_sample() -> None:
     found = parse_vzlist_json(real_sample("vzlist-json/diamond-openvz-collector-fixture.txt"))
     assert found and all(c.veid.isdigit() and c.name == "" for c in found)
     assert found[0].veid == "113"
+
+
+# --- kernel values --------------------------------------------------------------------------------------
+
+PAIRS_ZERO = "".join(f" {0:>20}/{0:>20}" for _ in range(15))
+
+
+def venetstat_line(veid: str, incoming: str, outgoing: str) -> str:
+    return f"{veid} {incoming:>20}/{outgoing:>20}{PAIRS_ZERO}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (
+            venetstat_line("101", "9" * 400, "0"),
+            r"venetstat:1: class 0 in: '9{39}\.\.\. is not a counter value",
+        ),
+        (venetstat_line("101", str(2**64), "0"), r"venetstat:1: class 0 in: '18446744073709551616' is not"),
+        (
+            venetstat_line("101", "5", "0")
+            + venetstat_line("102", "0", "0")
+            + venetstat_line("101", "9", "0"),
+            r"venetstat:3: VEID 101 appears twice in one read \(first at venetstat:1\)",
+        ),
+    ],
+)
+def test_venetstat_values_outside_64_bits_and_repeated_lines_are_source_errors(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        parse_venetstat(text, "ipv4")
+
+
+def test_the_largest_64_bit_value_is_a_counter() -> None:
+    [first, *_] = parse_venetstat(venetstat_line("101", str(2**64 - 1), "0"), "ipv4")
+    assert first.bytes == 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    ("counter", "why"),
+    [
+        ({"bytes": -5, "packets": 1}, "bytes: -5 is not a counter value"),
+        ({"bytes": 2**64, "packets": 1}, "bytes: 18446744073709551616 is not"),
+        ({"bytes": 1.5, "packets": 1}, "bytes: 1.5 is not"),
+        ({"bytes": "12", "packets": True}, "packets: True is not"),
+    ],
+)
+def test_nft_counter_values_that_no_kernel_holds_are_source_errors(
+    counter: dict[str, object], why: str
+) -> None:
+    item = {"counter": {"family": "netdev", "table": "ve_101", "name": "counter_i4_1", **counter}}
+    with pytest.raises(ValueError, match=why):
+        parse_nft_counters(json.dumps({"nftables": [item]}))
+
+
+def test_a_repeated_nft_counter_is_a_source_error() -> None:
+    item = {
+        "counter": {"family": "netdev", "table": "ve_101", "name": "counter_i4_1", "bytes": 1, "packets": 1}
+    }
+    with pytest.raises(ValueError, match="appears twice"):
+        parse_nft_counters(json.dumps({"nftables": [item, item]}))
+
+
+def test_a_bad_kernel_file_fails_its_source_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], write_config
+) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "vz").mkdir()
+    (tmp_path / "vz" / "venetstat").write_text(venetstat_line("101", "9" * 400, "0"))
+    sysfs = tmp_path / "sys" / "class" / "net" / "veth101.0"
+    (sysfs / "statistics").mkdir(parents=True)
+    (sysfs / "ifindex").write_text("7\n")
+    for name, value in (("rx_bytes", 1400), ("rx_packets", 10), ("tx_bytes", 2800), ("tx_packets", 20)):
+        (sysfs / "statistics" / name).write_text(f"{value}\n")
+    config = write_config(
+        "containers: {discovery: [static]}\nnetfilter: {backend: 'off'}\n"
+        "kernel: {venetstat: true, vznetstat: false, nft_counters: false, interfaces: true}\n"
+    )
+    argv = ["--config", config, "dump", f"--path.procfs={tmp_path}", f"--path.sysfs={tmp_path / 'sys'}"]
+    assert cli.main(argv, runner=ReplayRunner({})) == 0
+    text = capsys.readouterr().out
+    assert 'vz_traffic_source_up{source="venetstat"} 0.0' in text
+    assert 'vz_traffic_source_up{source="interfaces"} 1.0' in text
+    assert 'vz_traffic_interface_bytes_total{direction="out",interface="veth101.0",veid="101"} 1400.0' in text
+    assert "9" * 40 not in text
