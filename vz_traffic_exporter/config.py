@@ -8,10 +8,12 @@ whole file is valid.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Callable, Optional, TypeVar
 
@@ -24,6 +26,7 @@ from .discovery.classes import (
     ambiguous_networks,
     parse_networks_classes,
 )
+from .files import read_text
 
 DEFAULT_PATH = "/etc/vz-traffic-exporter/config.yaml"
 
@@ -122,7 +125,16 @@ class Config:
 # --- scalar parsers -------------------------------------------------------
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_DURATION_UNITS: dict[Optional[str], Fraction] = {
+    "ms": Fraction(1, 1000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+    "h": Fraction(3600),
+    "d": Fraction(86400),
+    "w": Fraction(604800),
+    None: Fraction(1),
+}
+MAX_DURATION = 10 * 366 * 86400
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKMGTPE]i?B|B)?\s*$")
 _SIZE_UNITS = {None: 1, "B": 1}
@@ -133,44 +145,64 @@ _SIZE_UNITS["kB"] = 1000
 _SIZE_UNITS["kiB"] = 1024
 
 
+MAX_SIZE = 1 << 63  # bytes: 8 EiB, beyond any quota
+
+
+def _number(text: str) -> Fraction:
+    return Fraction(text)  # exact, and never overflows as a float would
+
+
 def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration (use 30s, 5m, 1h, 35d)")
+        raise ValueError(f"{_shown(value)} is not a duration (use 30s, 5m, 1h, 35d)")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{_shown(value)} is not a duration (use 30s, 5m, 1h, 35d)")
+        seconds = Fraction(value)
     else:
-        m = _DURATION.match(str(value))
+        m = _DURATION.match(str(value)) if len(str(value)) <= 40 else None
         if not m:
-            raise ValueError(f"{value!r} is not a duration (use 30s, 5m, 1h, 35d)")
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+            raise ValueError(f"{_shown(value)} is not a duration (use 30s, 5m, 1h, 35d)")
+        seconds = _number(m.group(1)) * _DURATION_UNITS[m.group(2)]
     if seconds <= 0:
-        raise ValueError(f"{value!r} must be longer than zero")
-    return seconds
+        raise ValueError(f"{_shown(value)} must be longer than zero")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{_shown(value)} is longer than ten years")
+    return float(seconds)
 
 
 def parse_size(value: Any) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a size (use bytes, 500GB or 2TiB)")
+        raise ValueError(f"{_shown(value)} is not a size (use bytes, 500GB or 2TiB)")
     if isinstance(value, int):
-        size = value
+        size = Fraction(value)
     else:
-        m = _SIZE.match(str(value))
+        m = _SIZE.match(str(value)) if len(str(value)) <= 40 else None
         if not m:
-            raise ValueError(f"{value!r} is not a size (use bytes, 500GB or 2TiB)")
-        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+            raise ValueError(f"{_shown(value)} is not a size (use bytes, 500GB or 2TiB)")
+        size = _number(m.group(1)) * _SIZE_UNITS[m.group(2)]
     if size <= 0:
-        raise ValueError(f"{value!r} must be larger than zero")
-    return size
+        raise ValueError(f"{_shown(value)} must be larger than zero")
+    if size >= MAX_SIZE:
+        raise ValueError(f"{_shown(value)} is larger than 8 EiB")
+    return int(size)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}..."
 
 
 def canonical_ip(value: Any) -> str:
     """The canonical text of one IP address (IPv6 compressed, lower case)."""
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(f"{value!r} is not an IP address")
+    if "%" in value:
+        raise ValueError(f"{_shown(value)} has a scope (%zone): container addresses are global addresses")
     try:
         return str(ipaddress.ip_address(value.strip()))
     except ValueError:
-        raise ValueError(f"{value!r} is not an IP address") from None
+        raise ValueError(f"{_shown(value)} is not an IP address") from None
 
 
 # --- the validator --------------------------------------------------------
@@ -225,16 +257,24 @@ class _Checker:
     def choice(self, value: Any, path: str, choices: tuple[str, ...], default: str) -> str:
         if value is None:
             return default
-        if value not in choices:
-            self.problem(path, f"{value!r} is not one of: {', '.join(choices)}")
+        if not isinstance(value, str) or value not in choices:
+            self.problem(path, f"{_shown(value)} is not one of: {', '.join(choices)}")
             return default
         return str(value)
 
-    def duration(self, value: Any, path: str, default: float) -> float:
+    def duration(
+        self, value: Any, path: str, default: float, least: float = 0.0, most: float = MAX_DURATION
+    ) -> float:
+        """A duration in [least, most] seconds (the bounds are said in the problem)."""
         if value is None:
             return default
         seconds = self.convert(value, path, parse_duration)
-        return default if seconds is None else seconds
+        if seconds is None:
+            return default
+        if not least <= seconds <= most:
+            self.problem(path, f"{_shown(value)} is not between {_human(least)} and {_human(most)}")
+            return default
+        return seconds
 
     def string(self, value: Any, path: str) -> Optional[str]:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -248,6 +288,13 @@ class _Checker:
             self.problem(path, f"{text!r} is not valid Unicode text (a lone surrogate or a NUL)")
             return None
         return text
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _is_text(value: str) -> bool:
@@ -331,7 +378,9 @@ def _containers(
             else:
                 names.append(name)
         discovery = tuple(names)
-    refresh = c.duration(section.get("refresh_interval"), "containers.refresh_interval", 60.0)
+    refresh = c.duration(
+        section.get("refresh_interval"), "containers.refresh_interval", 60.0, least=1.0, most=86400.0
+    )
     return tuple(static), discovery, refresh
 
 
@@ -347,8 +396,7 @@ def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 def _classes_file(c: _Checker, path: str, classes: list[NetworkClass]) -> list[NetworkClass]:
     """Merge an OpenVZ networks_classes file into the configured classes."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            entries, problems = parse_networks_classes(handle.read())
+        entries, problems = parse_networks_classes(read_text(path, MAX_FILE, encoding="latin-1"))
     except OSError as err:
         c.problem("networks_classes_file", f"cannot read {path}: {err.strerror or err}")
         return classes
@@ -394,7 +442,9 @@ def _classes(c: _Checker, raw: Any, classes_file: Optional[str] = None) -> Class
 
 def _netfilter(c: _Checker, raw: Any) -> NetfilterConfig:
     section = c.mapping(raw, "netfilter", ("backend", "manage_rules", "host_traffic"))
-    backend = c.choice(section.get("backend"), "netfilter.backend", BACKENDS, "auto")
+    raw_backend = section.get("backend")
+    # YAML 1.1 reads an unquoted off as false: the documented word is meant.
+    backend = c.choice("off" if raw_backend is False else raw_backend, "netfilter.backend", BACKENDS, "auto")
     manage = c.boolean(section.get("manage_rules"), "netfilter.manage_rules", True)
     if not manage and backend in ("ipset", "nftables"):
         c.problem(
@@ -429,8 +479,10 @@ def _state(c: _Checker, raw: Any) -> StateConfig:
     file = default.file
     if section.get("file") is not None:
         file = c.string(section["file"], "state.file") or file
-    poll = c.duration(section.get("poll_interval"), "state.poll_interval", default.poll_interval)
-    retention = c.duration(section.get("retention"), "state.retention", default.retention)
+    poll = c.duration(
+        section.get("poll_interval"), "state.poll_interval", default.poll_interval, least=1.0, most=3600.0
+    )
+    retention = c.duration(section.get("retention"), "state.retention", default.retention, least=poll)
     return StateConfig(file=file, poll_interval=poll, retention=retention)
 
 
@@ -520,17 +572,73 @@ def load(path: Optional[str]) -> Config:
     return validate(read_yaml(path), path)
 
 
+MAX_FILE = 64 << 20  # bytes of a configuration file: 100,000 containers take about 10 MiB
+MAX_ALIASED = 100_000  # nodes that aliases may add to a document
+
+
 def read_yaml(path: str, error: type[ConfigError] = ConfigError) -> Any:
-    """The YAML document in a file; error (the file, and the line of a syntax error) when it has none."""
+    """The YAML document in a file; error (the file, and the line of a syntax error) when it has none.
+
+    Bounded: the file's size, its nesting (libyaml's limit, or Python's), and what its aliases expand to.
+    """
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = read_text(path, MAX_FILE)
+    except UnicodeDecodeError as err:
+        raise error(path, [f"not UTF-8 text: byte {err.start} is {err.object[err.start]:#04x}"]) from None
     except OSError as err:
         raise error(path, [f"cannot read: {err.strerror or err}"]) from None
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise error(path, [f"line {line}: a NUL character: not a text file"])
+    loader = _LOADER(text)
     try:
-        return yaml.load(text, Loader=_LOADER)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if "*" in text:  # only aliases can make a document larger than its text
+            _check_aliases(node, path, error)
+        return loader.construct_document(node)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise error(path, [f"{where}invalid YAML: {problem}"]) from None
+    except RecursionError:
+        raise error(path, ["nested too deeply"]) from None
+    finally:
+        loader.dispose()
+
+
+def _check_aliases(root: yaml.Node, path: str, error: type[ConfigError]) -> None:
+    """Refuse aliases that expand a document beyond MAX_ALIASED nodes, or into itself."""
+    size: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if done:
+            open_nodes.discard(key)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            continue
+        if key in size:
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                raise error(path, ["an alias refers to the node that holds it (a recursive document)"])
+            if id(child) not in size:
+                stack.append((child, False))
+    added = size[id(root)] - len(size)
+    if added > MAX_ALIASED:
+        raise error(path, [f"aliases expand the document by {added} nodes, more than {MAX_ALIASED}"])
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []

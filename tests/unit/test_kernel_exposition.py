@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
@@ -128,11 +129,8 @@ def test_a_failing_vzlist_keeps_the_last_inventory(write_config: Any) -> None:
         {("vzlist", "-a", "-j", "-o", "ctid,name,ip"): fixture_text("cmd/vzlist-a-j-vz7.json")},
         installed=("vzlist",),
     )
-    config = load(
-        write_config(
-            "containers: {discovery: [vzlist], refresh_interval: 1ms}\nnetfilter: {backend: 'off'}\n"
-        )
-    )
+    config = load(write_config("containers: {discovery: [vzlist]}\nnetfilter: {backend: 'off'}\n"))
+    config = dataclasses.replace(config, refresh_interval=0.001)  # every poll discovers again
     empty = str(FIXTURES / "empty")
     exporter = Exporter(config, runner, procfs=empty, sysfs=empty)
     first = exporter.poll()

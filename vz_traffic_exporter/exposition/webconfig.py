@@ -160,6 +160,9 @@ def _tls(raw: Any, base: str, problems: list[str]) -> Optional[TlsConfig]:
     if cert is None or key is None:
         problems.append("tls_server_config: cert_file and key_file are both required")
     auth_name = raw.get("client_auth_type", "NoClientCert" if ca is None else "RequireAndVerifyClientCert")
+    if not isinstance(auth_name, str):
+        problems.append(f"tls_server_config.client_auth_type: must be one of: {', '.join(CLIENT_AUTH)}")
+        auth_name = "NoClientCert"
     if auth_name in UNSUPPORTED_CLIENT_AUTH:
         problems.append(
             f"tls_server_config.client_auth_type: {auth_name} (a certificate without verifying it) "
@@ -180,8 +183,9 @@ def _tls(raw: Any, base: str, problems: list[str]) -> Optional[TlsConfig]:
     versions = {}
     for name, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         value = raw.get(name, default)
-        if value not in TLS_VERSIONS:
-            problems.append(f"tls_server_config.{name}: {value!r} is not one of: {', '.join(TLS_VERSIONS)}")
+        if not isinstance(value, str) or value not in TLS_VERSIONS:
+            choices = ", ".join(TLS_VERSIONS)
+            problems.append(f"tls_server_config.{name}: {value!r:.40} is not one of: {choices}")
             value = default
         versions[name] = TLS_VERSIONS[value]
     if versions["min_version"] > versions["max_version"]:
