@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all demo demo-stop test lint typecheck unit integration bench deps venv clean package
+.PHONY: all demo demo-stop test lint typecheck unit integration bench deps venv clean package fuzz
 
 all: test
 
@@ -34,6 +34,12 @@ integration: deps venv
 
 test: deps venv lint typecheck
 	$(BIN)/pytest -q -rs
+
+# Hostile inputs: many more cases than make test runs (docs/fuzz.md has the last run's figures).
+FUZZ_SEED  ?= 1
+FUZZ_CASES ?= 20000
+fuzz: venv
+	$(BIN)/python -m tests.fuzz --seed $(FUZZ_SEED) --cases $(FUZZ_CASES)
 
 bench: deps venv
 	$(BIN)/python bench/state_bench.py

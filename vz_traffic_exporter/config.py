@@ -42,8 +42,9 @@ IMPLEMENTED_DISCOVERY = DISCOVERY_SOURCES
 class ConfigError(Exception):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+        # One line each, whatever the file held (a key may hold a newline).
+        self.problems = [p.replace("\r", "\\r").replace("\n", "\\n") for p in problems]
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{_shown(value)} is not a duration (use 30s, 5m, 1h, 35d)")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{_shown(value)} is not a duration (use 30s, 5m, 1h, 35d)")
         seconds = Fraction(value)
     else:

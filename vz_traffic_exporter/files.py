@@ -37,9 +37,11 @@ def read_bytes(path: str, limit: int, *, follow: bool = True) -> bytes:
             raise FileError(err.errno, f"{path}: is a symbolic link, not a file of ours") from None
         raise FileError(err.errno, f"{path}: {err.strerror}") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise FileError(errno.EINVAL, f"{path}: is {describe(mode)}, not a regular file")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileError(errno.EINVAL, f"{path}: is {describe(info.st_mode)}, not a regular file")
+        if info.st_size > limit:  # procfs and sysfs files say 0: the read below is bounded too
+            raise FileError(errno.EFBIG, f"{path}: larger than {limit} bytes ({info.st_size})")
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, min(limit + 1 - size, MiB))

@@ -34,6 +34,8 @@ def canonical_addresses(words: Iterable[str], where: str) -> tuple[str, ...]:
     """
     out: list[str] = []
     for word in words:
+        if not isinstance(word, str):
+            raise ValueError(f"{where}: {text_of(word)[:60]!r} is not an IP address")
         word = word.strip()
         if not word or word == "-":
             continue

@@ -125,6 +125,7 @@ def parse(data: Any, path: str) -> WebConfig:
     raw_users = data.get("basic_auth_users")
     if raw_users is not None and not isinstance(raw_users, dict):
         problems.append("basic_auth_users: must be a mapping of user names to bcrypt hashes")
+        raw_users = None
     for user, hashed in (raw_users or {}).items():
         if not isinstance(hashed, str) or not _BCRYPT.match(hashed):
             problems.append(f"basic_auth_users.{user}: not a bcrypt hash (make one with htpasswd -nBC 10 '')")
@@ -151,7 +152,7 @@ def _tls(raw: Any, base: str, problems: list[str]) -> Optional[TlsConfig]:
         value = raw.get(key)
         if value is None:
             return None
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or "\0" in value:
             problems.append(f"tls_server_config.{key}: must be a file name")
             return None
         return os.path.join(base, value)
@@ -229,7 +230,7 @@ def load(path: str) -> WebConfig:
         return config
     try:
         return replace(config, context=config.tls.context())
-    except (ssl.SSLError, OSError) as err:
+    except (ssl.SSLError, OSError, ValueError) as err:
         raise WebConfigError(
             path, [f"tls_server_config: cannot load the certificate or key: {err}"]
         ) from None

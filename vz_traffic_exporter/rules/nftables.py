@@ -131,22 +131,34 @@ def parse_table(text: str, where: str = "nft") -> Current:
         items = json.loads(text)["nftables"]
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{where}: not nftables JSON: {err}") from None
+    if not isinstance(items, list):
+        raise ValueError(f"{where}: nftables is not a list")
     current = Current(exists=True)
-    for item in items:
+    for i, item in enumerate(items):
         if not isinstance(item, dict):
             continue
-        if "table" in item:
-            current.handle = int(item["table"].get("handle", 0))
-        elif "chain" in item:
-            chain = item["chain"]
-            current.chains.append(chain["name"])
-            if chain["name"].startswith("fp_"):
-                current.fingerprint = chain["name"]
-        elif "map" in item:
-            current.maps.append(item["map"]["name"])
-        elif "set" in item:
-            current.sets[item["set"]["name"]] = _elements(item["set"], where)
+        try:
+            _parse_item(current, item, where)
+        except (KeyError, TypeError, AttributeError) as err:
+            kind = next(iter(item), "?")
+            raise ValueError(
+                f"{where}: nftables[{i}].{kind}: unexpected shape ({type(err).__name__}: {err})"
+            ) from None
     return current
+
+
+def _parse_item(current: Current, item: dict[str, Any], where: str) -> None:
+    if "table" in item:
+        current.handle = counter_value(item["table"].get("handle", 0), f"{where}: table handle")
+    elif "chain" in item:
+        name = str(item["chain"]["name"])
+        current.chains.append(name)
+        if name.startswith("fp_"):
+            current.fingerprint = name
+    elif "map" in item:
+        current.maps.append(str(item["map"]["name"]))
+    elif "set" in item:
+        current.sets[str(item["set"]["name"])] = _elements(item["set"], where)
 
 
 def _elements(nft_set: dict[str, Any], where: str) -> dict[str, tuple[int, int]]:
