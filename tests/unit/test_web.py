@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 import ssl
@@ -290,3 +291,130 @@ def test_check_config_checks_the_web_configuration_too(
     )
     assert cli.main(argv) == 0
     assert f"{web}: web configuration is valid" in capsys.readouterr().out
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_head_answers_the_headers_only_and_other_methods_get_405(serve: Any) -> None:
+    server = serve()
+    head = raw_request(server.port, b"HEAD /metrics HTTP/1.0\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and head.endswith(b"\r\n\r\n")
+    assert f"Content-Length: {len(BODY)}".encode() in head
+    for method in (b"POST", b"DELETE", b"TRACE", b"FOO", b"PUT"):
+        answer = raw_request(server.port, method + b" /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.0 405") and b"Allow: GET, HEAD" in answer, answer
+        assert BODY not in answer
+    assert raw_request(server.port, b"GET /metrics HTTP/1.0\r\n\r\n").endswith(BODY)
+
+
+def test_a_password_beyond_72_bytes_gets_401(tmp_path: Path, serve: Any) -> None:
+    password = "p" * 72
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    server = serve(web_file(tmp_path, f"basic_auth_users:\n  prometheus: '{hashed}'\n"))
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    assert curl(url, "-u", f"prometheus:{password}")[1] == "200"
+    assert curl(url, "-u", f"prometheus:{password}x")[1] == "401"  # bcrypt alone would take its first 72
+    assert curl(url, "-u", "prometheus:" + "é" * 100)[1] == "401"
+
+
+def test_a_trickling_client_is_cut_at_the_request_deadline_and_nothing_goes_to_stderr(
+    serve: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(http, "CONNECTION_TIMEOUT", 1.0)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # none left behind by another test's main()
+    server = serve()
+    trickler = socket.create_connection(("127.0.0.1", server.port))
+    idle = socket.create_connection(("127.0.0.1", server.port))
+    start = time.monotonic()
+    closed_after = None
+    try:
+        for byte in b"GET /metrics HTTP/1.0\r\nHost: x\r\n":  # one byte every 0.2 s: every read is quick
+            try:
+                trickler.sendall(bytes([byte]))
+            except OSError:
+                closed_after = time.monotonic() - start
+                break
+            time.sleep(0.2)
+            trickler.setblocking(False)
+            try:
+                if trickler.recv(1) == b"":
+                    closed_after = time.monotonic() - start
+                    break
+            except BlockingIOError:
+                pass
+            trickler.setblocking(True)
+        assert closed_after is not None and closed_after < 2.0  # the whole request had 1 s
+        idle.settimeout(3)
+        assert idle.recv(1) == b""  # the idle one is closed too
+    finally:
+        trickler.close()
+        idle.close()
+    assert raw_request(server.port, b"GET /metrics HTTP/1.0\r\n\r\n").endswith(BODY)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_unknown_users_take_as_long_as_known_ones_whatever_the_cost() -> None:
+    auth = webconfig.Authenticator()
+    users = {"prometheus": bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=12)).decode()}
+
+    def took(user: str) -> float:
+        start = time.perf_counter()
+        assert not auth.check(users, user, "wrong")
+        return time.perf_counter() - start
+
+    took("nobody")  # makes the dummy hash of that cost once
+    known = sorted(took("prometheus") for _ in range(3))[1]
+    unknown = sorted(took("nobody") for _ in range(3))[1]
+    assert 0.5 < unknown / known < 2.0, (known, unknown)
+
+
+def test_a_flood_of_wrong_passwords_leaves_authorised_scrapes_fast(tmp_path: Path, serve: Any) -> None:
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=8)).decode()
+    server = serve(web_file(tmp_path, f"basic_auth_users:\n  prometheus: '{hashed}'\n"))
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    assert curl(url, "-u", "prometheus:right")[1] == "200"  # remembered from now on
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            curl(url, "-u", "prometheus:wrong")
+
+    attackers = [threading.Thread(target=flood) for _ in range(8)]
+    for thread in attackers:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        times = []
+        for _ in range(10):
+            start = time.monotonic()
+            assert curl(url, "-u", "prometheus:right")[1] == "200"
+            times.append(time.monotonic() - start)
+    finally:
+        stop.set()
+        for thread in attackers:
+            thread.join(10)
+    assert sorted(times)[-2] < 0.5, times
+
+
+def test_the_listen_backlog_fits_bursts(serve: Any) -> None:
+    server = serve()
+    assert all(s.request_queue_size >= 128 for s in server.servers)
+    answers: list[bytes] = []
+    threads = [
+        threading.Thread(
+            target=lambda: answers.append(raw_request(server.port, b"GET /metrics HTTP/1.0\r\n\r\n"))
+        )
+        for _ in range(100)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(answers) == 100 and all(a.endswith(BODY) for a in answers)

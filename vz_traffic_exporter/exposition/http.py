@@ -13,14 +13,17 @@ import base64
 import binascii
 import gzip
 import html
+import io
 import logging
 import socket
 import ssl
+import sys
 import threading
+import time
 from collections.abc import Iterable
 from socketserver import ThreadingMixIn
 from typing import Any, Callable, Optional
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -32,8 +35,9 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-CONNECTION_TIMEOUT = 10.0  # s: a TLS handshake, then reading a request, each within this
+CONNECTION_TIMEOUT = 10.0  # s: a TLS handshake, then a whole request, each within this
 DEFAULT_MAX_REQUESTS = 40
+METHODS = ("GET", "HEAD")
 
 
 def make_app(
@@ -51,12 +55,37 @@ def make_app(
     auth: Optional[Authenticator] = None
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            body = guarded(environ, start_response)
+        except Exception as err:  # one line in the log, a 500 to the client: never a raw traceback
+            log.error(
+                "%s %s failed: %s: %s",
+                environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"),
+                type(err).__name__,
+                err,
+            )
+            start_response(
+                "500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")], sys.exc_info()
+            )
+            body = [b"Internal Server Error\n"]
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            return []  # the headers of a GET, Content-Length included, and no body
+        return body
+
+    def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         nonlocal auth
         config = web.current() if web is not None else WebConfig()
 
         def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             return start_response(status, [*headers, *config.headers], exc_info)
 
+        if environ.get("REQUEST_METHOD") not in METHODS:
+            respond(
+                "405 Method Not Allowed",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
+            )
+            return [b"Method Not Allowed\n"]
         if config.users:
             if auth is None:
                 auth = Authenticator()
@@ -121,6 +150,13 @@ def _routes(metrics: Callable[[], bytes], telemetry_path: str) -> WSGIApp:
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog: bursts of scrapers wait in the kernel, not refused
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed (a reset, a timeout): one debug line, never a traceback on stderr."""
+        err = sys.exc_info()[1]
+        log.debug("%s: connection failed: %s: %s", client_address[0], type(err).__name__, err)
+
     tls: Optional[Callable[[], Optional[ssl.SSLContext]]] = None  # the context of the moment, or None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -154,8 +190,52 @@ class _DualStackServer(_V6Server):
         super().server_bind()
 
 
+class _Deadline(io.RawIOBase):
+    """A socket's reading side that gives up when the deadline passes, however slowly bytes trickle."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no whole request within {CONNECTION_TIMEOUT:g}s")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
 class _QuietHandler(WSGIRequestHandler):
-    timeout = CONNECTION_TIMEOUT  # to send a request once connected
+    """One request per connection, which must arrive whole within CONNECTION_TIMEOUT of the connection."""
+
+    timeout = CONNECTION_TIMEOUT
+
+    def setup(self) -> None:
+        super().setup()
+        deadline = time.monotonic() + CONNECTION_TIMEOUT
+        self.rfile = io.BufferedReader(_Deadline(self.connection, deadline))
+
+    def handle(self) -> None:
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline, self.request_version, self.command = "", "", ""
+                self.send_error(414)
+                return
+            if not self.parse_request():  # an error has been sent
+                return
+        except OSError as err:  # TimeoutError included: a client that never finished its request
+            log.debug("%s: request not read: %s", self.client_address[0], err)
+            self.close_connection = True
+            return
+        self.connection.settimeout(CONNECTION_TIMEOUT)  # for writing the answer
+        streams: tuple[Any, Any] = (self.rfile, self.wfile)  # the binary files ServerHandler takes
+        handler = ServerHandler(*streams, self.get_stderr(), self.get_environ(), multithread=False)
+        handler.request_handler = self  # type: ignore[attr-defined]
+        handler.run(self.server.get_app())  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)

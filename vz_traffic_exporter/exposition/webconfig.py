@@ -279,22 +279,42 @@ class WebConfigWatcher:
 
 
 class Authenticator:
-    """Basic auth against bcrypt hashes, with the toolkit's habits.
+    """Basic auth against bcrypt hashes, with the toolkit's habits, and bounded work.
 
-    An unknown user is checked against a fixed hash, so the answer takes as
-    long as for a known one; a checked (user, hash, password) is remembered
-    (as a keyed digest), since bcrypt is slow on purpose and Prometheus sends
-    the same credentials at every scrape.
+    An unknown user is checked against a hash of the same cost as the
+    configured ones, so the answer takes as long as for a known user; a
+    checked (user, hash, password) is remembered (as a keyed digest), since
+    bcrypt is slow on purpose and Prometheus sends the same credentials at
+    every scrape: authorised scrapes never wait for bcrypt.  At most
+    ``CONCURRENT`` bcrypt checks run at once, so a flood of wrong passwords
+    costs at most that many cores; a check that cannot start within
+    ``WAIT`` seconds is refused.  bcrypt reads 72 bytes of a password at
+    most: a longer one is refused, never truncated.
     """
+
+    CONCURRENT = 2
+    WAIT = 5.0  # s
+    MAX_PASSWORD = 72  # bytes
 
     def __init__(self) -> None:
         import bcrypt  # a C extension: loaded only where basic auth is configured
 
         self._bcrypt = bcrypt
-        self._dummy = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
+        self._dummies: dict[int, bytes] = {}  # cost -> a hash of that cost
         self._key = os.urandom(32)
         self._good: set[bytes] = set()
         self._lock = threading.Lock()
+        self._work = threading.BoundedSemaphore(self.CONCURRENT)
+
+    def _dummy(self, users: Mapping[str, str]) -> bytes:
+        cost = max((int(h[4:6]) for h in users.values()), default=10)
+        with self._lock:
+            dummy = self._dummies.get(cost)
+        if dummy is None:
+            dummy = self._bcrypt.hashpw(b"not a password", self._bcrypt.gensalt(rounds=cost))
+            with self._lock:
+                self._dummies[cost] = dummy
+        return dummy
 
     def check(self, users: Mapping[str, str], user: str, password: str) -> bool:
         hashed = users.get(user)
@@ -302,11 +322,22 @@ class Authenticator:
         with self._lock:
             if hashed is not None and digest in self._good:
                 return True
-        target = hashed.encode() if hashed is not None else self._dummy
+        secret = password.encode()
+        if len(secret) > self.MAX_PASSWORD:
+            return False
+        target = hashed.encode() if hashed is not None else self._dummy(users)
         # Go's bcrypt and htpasswd write $2y$; the algorithm is the one of $2b$.
         if target.startswith(b"$2y$"):
             target = b"$2b$" + target[4:]
-        ok = bool(self._bcrypt.checkpw(password.encode(), target)) and hashed is not None
+        if not self._work.acquire(timeout=self.WAIT):
+            log.warning("basic auth: more than %d checks waiting; a request was refused", self.CONCURRENT)
+            return False
+        try:
+            ok = bool(self._bcrypt.checkpw(secret, target)) and hashed is not None
+        except ValueError:  # a hash bcrypt does not take
+            ok = False
+        finally:
+            self._work.release()
         if ok:
             with self._lock:
                 if len(self._good) > 1024:
