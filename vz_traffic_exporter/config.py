@@ -22,6 +22,7 @@ import yaml
 from .discovery.classes import (
     MAX_CLASS,
     ClassTable,
+    IPNetwork,
     NetworkClass,
     ambiguous_networks,
     parse_networks_classes,
@@ -403,12 +404,11 @@ def _classes_file(c: _Checker, path: str, classes: list[NetworkClass]) -> list[N
         return classes
     for problem in problems:
         c.problem("networks_classes_file", f"{path}: {problem}")
-    by_id = {k.id: k for k in classes}
-    for klass, net in entries:
-        known = by_id.get(klass, NetworkClass(klass, f"class{klass}"))
-        if net not in known.networks:
-            by_id[klass] = NetworkClass(klass, known.name, (*known.networks, net))
-    return [by_id[i] for i in sorted(by_id)]
+    names = {k.id: k.name for k in classes}
+    networks: dict[int, dict[IPNetwork, None]] = {k.id: dict.fromkeys(k.networks) for k in classes}
+    for klass, net in entries:  # each class's networks in order, each once: linear in the file
+        networks.setdefault(klass, {})[net] = None
+    return [NetworkClass(i, names.get(i, f"class{i}"), tuple(networks[i])) for i in sorted(networks)]
 
 
 def _classes(c: _Checker, raw: Any, classes_file: Optional[str] = None) -> ClassTable:

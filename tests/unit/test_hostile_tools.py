@@ -7,7 +7,9 @@ The real samples are other people's captures, read where they are kept
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ReplayRunner
 from vz_traffic_exporter import cli
+from vz_traffic_exporter.config import load
 from vz_traffic_exporter.discovery.prlctl import ARGV as PRLCTL
 from vz_traffic_exporter.discovery.prlctl import parse_prlctl_json
 from vz_traffic_exporter.discovery.vzlist import ARGV as VZLIST
@@ -196,3 +199,40 @@ def test_a_bad_kernel_file_fails_its_source_only(
     assert 'vz_traffic_source_up{source="interfaces"} 1.0' in text
     assert 'vz_traffic_interface_bytes_total{direction="out",interface="veth101.0",veid="101"} 1400.0' in text
     assert "9" * 40 not in text
+
+
+# --- reads that never end, work that grows too fast -----------------------------------------------------
+
+
+def test_a_fifo_or_a_device_is_refused_wherever_a_file_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], write_config
+) -> None:  # type: ignore[no-untyped-def]
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    for argv in (["--config", str(fifo)], ["--config", "/dev/zero"]):
+        assert cli.main([*argv, "check-config"]) == 2
+        assert "not a regular file" in capsys.readouterr().err
+    assert cli.main(["--config", write_config(f"networks_classes_file: {fifo}\n"), "check-config"]) == 2
+    assert f"cannot read {fifo}: {fifo}: is a FIFO, not a regular file" in capsys.readouterr().err
+    procfs = tmp_path / "proc"
+    (procfs / "vz").mkdir(parents=True)
+    os.mkfifo(procfs / "vz" / "venetstat")
+    config = write_config(
+        "containers: {discovery: [static]}\nnetfilter: {backend: 'off'}\nkernel: {venetstat: true}\n"
+    )
+    assert cli.main(["--config", config, "dump", f"--path.procfs={procfs}", "--path.sysfs=/nonexistent"]) == 0
+    assert 'vz_traffic_source_up{source="venetstat"} 0.0' in capsys.readouterr().out
+    assert time.monotonic() - start < 5  # nothing waited for a writer
+
+
+def test_a_classes_file_of_200000_lines_is_merged_in_linear_time(tmp_path: Path, write_config) -> None:  # type: ignore[no-untyped-def]
+    lines = [f"{1 + i % 15} 198.{18 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}/32" for i in range(131072)]
+    lines += [f"{1 + i % 15} 2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::/64" for i in range(68928)]
+    classes = tmp_path / "networks_classes"
+    classes.write_text("\n".join(lines) + "\n")
+    start = time.monotonic()
+    config = load(write_config(f"networks_classes_file: {classes}\n"))
+    took = time.monotonic() - start
+    assert sum(len(k.networks) for k in config.classes.classes) == 200_000
+    assert took < 15, took  # it took minutes when each line copied its class's list

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 
+from ..files import read_bytes
 from . import Container
 from .parsing import canonical_addresses
+
+MAX_SIZE = 64 << 20  # bytes
 
 
 def parse_veinfo(text: str, where: str = "veinfo") -> list[Container]:
@@ -40,5 +43,5 @@ class VeinfoDiscovery:
         return os.path.exists(self.path)
 
     def discover(self) -> list[Container]:
-        with open(self.path, encoding="ascii", errors="replace") as handle:
-            return parse_veinfo(handle.read(), self.path)
+        text = read_bytes(self.path, MAX_SIZE).decode("ascii", errors="replace")
+        return parse_veinfo(text, self.path)

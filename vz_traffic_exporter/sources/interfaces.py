@@ -11,10 +11,12 @@ new counter.  Needs no privilege.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Mapping
 
+from ..files import read_text
 from . import InterfaceReading, counter_value
 
 _LEGACY_VETH = re.compile(r"^veth(\d+)\.\d+$")
@@ -28,16 +30,13 @@ def owner_by_name(name: str) -> str | None:
 
 def read_interface(sysfs: str, name: str) -> list[InterfaceReading]:
     base = os.path.join(sysfs, "class", "net", name)
-    with open(os.path.join(base, "ifindex"), encoding="ascii") as handle:
-        ifindex = int(handle.read().strip())
+    ifindex = counter_value(read_text(os.path.join(base, "ifindex"), 64, encoding="ascii").strip(), base)
     readings = []
     for prefix, direction in STATS:
         values = []
         for unit in ("packets", "bytes"):
             path = os.path.join(base, "statistics", f"{prefix}_{unit}")
-            with open(path, encoding="ascii") as handle:
-                text = handle.read().strip()
-            values.append(counter_value(text, path))
+            values.append(counter_value(read_text(path, 64, encoding="ascii").strip(), path))
         counter = ("interfaces", name, ifindex, direction)
         readings.append(InterfaceReading(counter, name, direction, values[0], values[1]))
     return readings
@@ -62,7 +61,9 @@ class InterfacesSource:
                 continue
             try:
                 readings = read_interface(self.sysfs, name)
-            except FileNotFoundError:
-                continue  # the device went away while we read it
+            except OSError as err:
+                if err.errno == errno.ENOENT:
+                    continue  # the device went away while we read it
+                raise
             out += [(veid, r) for r in readings]
         return out

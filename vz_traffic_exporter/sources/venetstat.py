@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import re
 
+from ..files import read_text
 from . import ContainerReading, Unique, counter_value
 
 FILES = {"ipv4": "venetstat", "ipv6": "venetstat_v6"}
+MAX_SIZE = 64 << 20  # bytes: about 700 a container
 _LINE = re.compile(r"^(\d+)((?:\s+\d+/\s*\d+){16})\s*$")
 _PAIR = re.compile(r"(\d+)/\s*(\d+)")
 
@@ -51,6 +53,5 @@ class VenetstatSource:
         for family, path in self.paths.items():
             if family == "ipv6" and not os.path.exists(path):
                 continue  # kernels without IPv6 accounting
-            with open(path, encoding="ascii") as handle:
-                readings += parse_venetstat(handle.read(), family, path)
+            readings += parse_venetstat(read_text(path, MAX_SIZE, encoding="ascii"), family, path)
         return readings
