@@ -13,7 +13,8 @@ the growth of every raw counter to the series that owns it now:
   already above the old one;
 - a new boot (:meth:`boot`): every kernel counter started again from zero;
 - a narrow packet counter (32 bits in vznetstat) below its last value while
-  the bytes grew has wrapped, not reset;
+  the bytes grew has wrapped, not reset, if the last value was in the upper
+  half of its range (a count that saturates at 2**31 - 1 never wraps);
 - a counter we created ourselves starts at zero (:meth:`started`), so all of
   it is added even if it has already passed the old value;
 - a counter missing from a complete read is forgotten, so if it comes back it
@@ -105,8 +106,15 @@ class Accumulator:
                 if last.epoch is not None and obs.epoch is not None and last.epoch != obs.epoch:
                     grew = (obs.packets, obs.bytes)  # a new incarnation of the counter
                     resets += 1
-                elif obs.packets < last.packets and obs.bytes > last.bytes and obs.packet_bits:
-                    # Bytes grew but a narrow packet counter went down: it wrapped.
+                elif (
+                    obs.packets < last.packets
+                    and obs.bytes > last.bytes
+                    and obs.packet_bits
+                    and last.packets >> (obs.packet_bits - 1)
+                ):
+                    # Bytes grew but a narrow packet counter went down from the upper half of its
+                    # range: it wrapped.  From the lower half (a count saturated at 2**31 - 1,
+                    # as Virtuozzo 9's vznetstat prints) it can only have been reset.
                     grew = (obs.packets + (1 << obs.packet_bits) - last.packets, obs.bytes - last.bytes)
                 elif obs.packets < last.packets or obs.bytes < last.bytes:
                     grew = (obs.packets, obs.bytes)

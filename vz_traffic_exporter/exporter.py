@@ -179,7 +179,14 @@ class Exporter:
             NftCountersSource(self.runner),
             VznetstatSource(self.runner),
         )
-        return [c for c in candidates if self._enabled(c.name, c.available)]
+        enabled = [c for c in candidates if self._enabled(c.name, c.available)]
+        names = [c.name for c in enabled]
+        if "nft_counters" in names and "vznetstat" in names and self.config.kernel.vznetstat is None:
+            # Virtuozzo 9: the nft counters hold everything vznetstat prints, and its vznetstat
+            # saturates packet counts and can abort or miss containers on larger nodes.
+            log.info("kernel source vznetstat: off, the Virtuozzo 9 nft counters are read instead")
+            enabled = [c for c in enabled if c.name != "vznetstat"]
+        return enabled
 
     # -- netfilter backend --------------------------------------------------
 

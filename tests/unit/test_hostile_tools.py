@@ -17,14 +17,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ReplayRunner
 from vz_traffic_exporter import cli
+from vz_traffic_exporter.accounting import Accumulator, Observation
 from vz_traffic_exporter.config import load
 from vz_traffic_exporter.discovery.prlctl import ARGV as PRLCTL
 from vz_traffic_exporter.discovery.prlctl import parse_prlctl_json
 from vz_traffic_exporter.discovery.vzlist import ARGV as VZLIST
 from vz_traffic_exporter.discovery.vzlist import parse_vzlist_json
+from vz_traffic_exporter.exporter import Exporter
 from vz_traffic_exporter.runner import SystemRunner
 from vz_traffic_exporter.sources.nft_counters import parse_nft_counters
 from vz_traffic_exporter.sources.venetstat import parse_venetstat
+from vz_traffic_exporter.sources.vznetstat import parse_vznetstat
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "real-samples"
 
@@ -236,3 +239,54 @@ def test_a_classes_file_of_200000_lines_is_merged_in_linear_time(tmp_path: Path,
     took = time.monotonic() - start
     assert sum(len(k.networks) for k in config.classes.classes) == 200_000
     assert took < 15, took  # it took minutes when each line copied its class's list
+
+
+# --- what Virtuozzo 9 really prints ---------------------------------------------------------------------
+
+
+def vznetstat_text(packets: int, nbytes: int) -> str:
+    return f"UUID CLASS INPUT(bytes) INPUT(pkts) OUTPUT(bytes) OUTPUT(pkts)\n101 1 {nbytes} {packets} 0 0\n"
+
+
+def test_a_saturated_vznetstat_packet_count_is_never_taken_as_a_wrap() -> None:
+    acc = Accumulator()
+    series = ("container", "vznetstat", "101", "1", "in", "ipv4")
+
+    def read(packets: int, nbytes: int) -> None:
+        [r, _] = parse_vznetstat(vznetstat_text(packets, nbytes), "ipv4")
+        acc.update("vznetstat", [Observation(r.counter, series, r.packets or 0, r.bytes, r.packet_bits)])
+
+    read(2**31 - 100, 1_000_000)
+    read(2**31 - 1, 2_000_000)  # saturated: Virtuozzo 9's vznetstat stops here
+    assert acc.total(series) == (2**31 - 1, 2_000_000)
+    read(5, 2_500_000)  # the container's counters were reset and grew again: not a wrap
+    assert acc.total(series) == (2**31 - 1 + 5, 2_000_000 + 2_500_000)
+    read(2**32 - 10, 3_000_000)  # a 32-bit count (Virtuozzo 7) still wraps as before
+    read(20, 3_100_000)
+    assert acc.total(series)[0] == 2**31 - 1 + 5 + (2**32 - 10 - 5) + 30
+
+
+def test_auto_reads_the_nft_counters_and_not_vznetstat_on_virtuozzo_9(write_config) -> None:  # type: ignore[no-untyped-def]
+    runner = ReplayRunner(
+        {
+            ("nft", "list", "tables", "netdev"): "table netdev ve_101\n",
+            ("nft", "-j", "list", "counters"): json.dumps({"nftables": []}),
+        },
+        installed=("nft", "vznetstat"),
+    )
+    config = load(write_config("containers: {discovery: [static]}\nnetfilter: {backend: 'off'}\n"))
+    exporter = Exporter(config, runner, procfs="/nonexistent", sysfs="/nonexistent")
+    statuses = {s.name: s.up for s in exporter.poll().statuses}
+    assert statuses == {"static": True, "nft_counters": True}
+    assert not [argv for argv, _ in runner.calls if argv[0] == "vznetstat"]
+    forced = load(
+        write_config(
+            "containers: {discovery: [static]}\nnetfilter: {backend: 'off'}\nkernel: {vznetstat: true}\n"
+        )
+    )
+    assert [
+        s.name for s in Exporter(forced, runner, procfs="/nonexistent", sysfs="/nonexistent").kernel_sources
+    ] == [
+        "nft_counters",
+        "vznetstat",
+    ]

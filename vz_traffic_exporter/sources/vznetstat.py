@@ -4,7 +4,8 @@ Compare by hand with ``vznetstat -4 -a`` and ``vznetstat -6 -a`` (root).
 Without ``-4``/``-6`` vznetstat sums both families, so each is asked for
 separately; ``-a`` prints all 16 classes.  The id column is a CTID for known
 containers, else the kernel VEID (``0`` is the host).  Packet counts are 32
-bits wide and wrap.  The header is ``UUID ...`` (or ``CTID ...`` on old
+bits wide and wrap (Virtuozzo 7), or stop at 2**31 - 1 (Virtuozzo 9, where
+``auto`` reads the nft counters instead).  The header is ``UUID ...`` (or ``CTID ...`` on old
 versions); ``-r`` style K/M/G values are refused, they are not exact.
 """
 
@@ -14,6 +15,10 @@ from ..runner import Runner
 from . import ContainerReading, Unique, counter_value
 
 ARGV = {"ipv4": ("vznetstat", "-4", "-a"), "ipv6": ("vznetstat", "-6", "-a")}
+# Virtuozzo 9's vznetstat reads the nft packet counts with json-c's json_object_get_int: they
+# stop at 2**31 - 1 instead of wrapping (its byte counts are 64-bit and fine).  A count that
+# went down from there was reset, never wrapped: the accountant takes a wrap only from the
+# upper half of the counter's range.
 
 
 def parse_vznetstat(text: str, family: str, where: str = "vznetstat") -> list[ContainerReading]:
