@@ -300,7 +300,9 @@ class Exporter:
         if due or self._inventory is None:
             self._discovered_at = now
             # Merged again only after a discovery: the same object otherwise, which later steps can tell.
+            before = self._inventory.conflicts if self._inventory is not None else {}
             self._inventory = discovery.merge(self._found.get(s.name, ()) for s in self.discovery)
+            discovery.report_conflicts(before, self._inventory.conflicts)
         return self._inventory
 
     def poll(self, persist: bool = False) -> Snapshot:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Callable, Protocol
@@ -56,10 +56,11 @@ class DiscoverySource(Protocol):
 
 @dataclass(frozen=True)
 class Inventory:
-    """Containers by veid and the owner of each address."""
+    """Containers by veid, the owner of each address, and the addresses several containers claim."""
 
     containers: Mapping[str, Container]
     owners: Mapping[str, str]
+    conflicts: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def empty(cls) -> Inventory:
@@ -89,28 +90,46 @@ class Inventory:
 
 
 def merge(results: Iterable[Sequence[Container]]) -> Inventory:
-    """Merge source results in order: the first name wins, addresses add up.
+    """Merge source results in order: the first name for a veid wins, addresses add up.
 
-    An address already owned by another container stays with its first owner
-    (and is logged): one address is never accounted to two containers.
+    An address that two or more containers claim belongs to none of them
+    until only one does: it is in ``conflicts`` with its claimants, and its
+    traffic is counted for nobody, never for the wrong container.  OpenVZ 7's
+    vzlist lists every address inside a container (a Docker bridge's
+    172.17.0.1 in many of them); such a shared private address is never
+    routed through the node anyway.
     """
     containers: dict[str, Container] = {}
-    owners: dict[str, str] = {}
+    claims: dict[str, list[str]] = {}
     for found in results:
         for ct in found:
             known = containers.get(ct.veid, Container(ct.veid))
             ips = list(known.ips)
             for ip in ct.ips:
-                owner = owners.setdefault(ip, ct.veid)
-                if owner != ct.veid:
-                    log.error(
-                        "address %s is claimed by veid %s and %s; kept for %s", ip, owner, ct.veid, owner
-                    )
-                elif ip not in ips:
+                claimants = claims.setdefault(ip, [])
+                if ct.veid not in claimants:
+                    claimants.append(ct.veid)
+                if ip not in ips:
                     ips.append(ip)
             interfaces = tuple(dict.fromkeys(known.interfaces + ct.interfaces))
             containers[ct.veid] = Container(ct.veid, known.name or ct.name, tuple(ips), interfaces)
-    return Inventory(MappingProxyType(containers), MappingProxyType(owners))
+    owners = {ip: veids[0] for ip, veids in claims.items() if len(veids) == 1}
+    conflicts = {ip: tuple(veids) for ip, veids in claims.items() if len(veids) > 1}
+    return Inventory(MappingProxyType(containers), MappingProxyType(owners), MappingProxyType(conflicts))
+
+
+def report_conflicts(before: Mapping[str, tuple[str, ...]], now: Mapping[str, tuple[str, ...]]) -> None:
+    """Log each conflict once, when it starts or changes, and once when it ends."""
+    for ip, veids in now.items():
+        if before.get(ip) != veids:
+            log.warning(
+                "address %s is claimed by veids %s: its traffic is counted for none of them "
+                "until only one claims it",
+                ip,
+                ", ".join(veids),
+            )
+    for ip in before.keys() - now.keys():
+        log.info("address %s is claimed by one container again", ip)
 
 
 def build(config: Config, runner: Runner, procfs: str) -> list[DiscoverySource]:
