@@ -28,9 +28,13 @@ class ReplayRunner:
         self.outputs = outputs
         self.installed = set(installed)
         self.calls: list[tuple[tuple[str, ...], Optional[str]]] = []
+        self.timeouts: dict[tuple[str, ...], Optional[float]] = {}  # argv -> the timeout it was run with
 
-    def run(self, argv: Sequence[str], *, stdin: Optional[str] = None) -> str:
+    def run(
+        self, argv: Sequence[str], *, stdin: Optional[str] = None, timeout: Optional[float] = None
+    ) -> str:
         key = tuple(argv)
+        self.timeouts[key] = timeout
         self.calls.append((key, stdin))
         if argv[0].split("-")[0] not in self.installed:
             raise CommandNotFound(argv)

@@ -232,6 +232,7 @@ def _serve(
             keep_rules=True,
             state=StateFile(config.state.file),
             save_state=True,
+            background_discovery=True,
         )
     except NotOurs as err:
         print(f"{config.source}: state.file: {err}", file=sys.stderr)

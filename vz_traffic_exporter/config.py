@@ -116,6 +116,7 @@ class Config:
     static: tuple[StaticContainer, ...] = ()
     discovery: Optional[tuple[str, ...]] = None  # None = auto
     refresh_interval: float = 60.0
+    discovery_timeout: float = 300.0  # s: prlctl waits up to 60 s for each guest that does not answer
     classes: ClassTable = field(default_factory=lambda: ClassTable.build(()))
     networks_classes_file: Optional[str] = None
     netfilter: NetfilterConfig = NetfilterConfig()
@@ -328,8 +329,8 @@ def _ifname(value: Any) -> str:
 
 def _containers(
     c: _Checker, raw: Any
-) -> tuple[tuple[StaticContainer, ...], Optional[tuple[str, ...]], float]:
-    section = c.mapping(raw, "containers", ("static", "discovery", "refresh_interval"))
+) -> tuple[tuple[StaticContainer, ...], Optional[tuple[str, ...]], float, float]:
+    section = c.mapping(raw, "containers", ("static", "discovery", "refresh_interval", "discovery_timeout"))
     static: list[StaticContainer] = []
     veids: dict[str, str] = {}
     owners: dict[str, str] = {}
@@ -383,7 +384,10 @@ def _containers(
     refresh = c.duration(
         section.get("refresh_interval"), "containers.refresh_interval", 60.0, least=1.0, most=86400.0
     )
-    return tuple(static), discovery, refresh
+    timeout = c.duration(
+        section.get("discovery_timeout"), "containers.discovery_timeout", 300.0, least=1.0, most=3600.0
+    )
+    return tuple(static), discovery, refresh, timeout
 
 
 def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -538,7 +542,7 @@ def validate(data: Any, source: str) -> Config:
     """Turn parsed YAML into a Config or raise ConfigError listing every problem."""
     c = _Checker()
     top = c.mapping(data, "", TOP_LEVEL)
-    static, discovery, refresh = _containers(c, top.get("containers"))
+    static, discovery, refresh, discovery_timeout = _containers(c, top.get("containers"))
     classes_file = None
     if top.get("networks_classes_file") is not None:
         classes_file = c.string(top["networks_classes_file"], "networks_classes_file")
@@ -548,6 +552,7 @@ def validate(data: Any, source: str) -> Config:
         static=static,
         discovery=discovery,
         refresh_interval=refresh,
+        discovery_timeout=discovery_timeout,
         classes=classes,
         networks_classes_file=classes_file,
         netfilter=_netfilter(c, top.get("netfilter")),

@@ -131,10 +131,12 @@ class Exporter:
         keep_rules: bool = False,
         state: Optional[StateFile] = None,
         save_state: bool = False,
+        background_discovery: bool = False,
     ) -> None:
         """keep_rules: re-install our rules whenever a read finds them missing or stale.
 
         state: start from this state file; save_state: write it after every read.
+        background_discovery: discover again in a thread, reads taking the last inventory.
         """
         self.config = config
         self.runner = runner
@@ -152,6 +154,11 @@ class Exporter:
         self._saved_changes = -1
         self._found: dict[str, Sequence[Container]] = {}
         self._discovered_at: Optional[float] = None
+        self._background = background_discovery
+        self._discovering: Optional[threading.Thread] = None
+        self._discovery_lock = threading.Lock()
+        # A finished discovery not taken in yet: (containers by source, statuses by source)
+        self._discovered: Optional[tuple[dict[str, Sequence[Container]], dict[str, SourceStatus]]] = None
         self._inventory: Optional[Inventory] = None
         self._expired_at = -float("inf")
         self._nf_readings: list[IpReading] = []  # the last netfilter read accounted
@@ -284,26 +291,56 @@ class Exporter:
         return self._discover(timed)
 
     def _discover(self, timed: _Timed) -> Inventory:
+        """The inventory for this read: discovered now when due, or the last one.
+
+        With background discovery, only the first discovery is waited for;
+        later ones run in a thread of their own, and a read takes the last
+        inventory until the thread is done: a slow discovery (prlctl asks
+        every guest) never holds up a scrape.
+        """
         now = time.monotonic()
         due = self._discovered_at is None or now - self._discovered_at >= self.config.refresh_interval
+        if self._background and self._inventory is not None:
+            self._collect_discovery()
+            if due and self._discovering is None:
+                self._discovered_at = now
+                self._discovering = threading.Thread(target=self._discover_all, name="discovery", daemon=True)
+                self._discovering.start()
+        elif due or self._inventory is None:
+            self._discovered_at = now
+            self._discover_all()
+            self._collect_discovery()
+        timed.statuses += [self._discovery_status[s.name] for s in self.discovery]
+        assert self._inventory is not None
+        return self._inventory
+
+    def _discover_all(self) -> None:
+        """Ask every discovery source (in the background thread, or in the caller's)."""
+        timed = _Timed()
+        found: dict[str, Sequence[Container]] = {}
         for source in self.discovery:
-            if not due and source.name in self._found:
-                timed.statuses.append(self._discovery_status[source.name])
-                continue
 
             def step(source: discovery.DiscoverySource = source) -> None:
-                self._found[source.name] = source.discover()
+                found[source.name] = source.discover()
 
-            # A failing source keeps its last known containers.
             timed.run(source.name, step)
-            self._discovery_status[source.name] = timed.statuses[-1]
-        if due or self._inventory is None:
-            self._discovered_at = now
-            # Merged again only after a discovery: the same object otherwise, which later steps can tell.
-            before = self._inventory.conflicts if self._inventory is not None else {}
-            self._inventory = discovery.merge(self._found.get(s.name, ()) for s in self.discovery)
-            discovery.report_conflicts(before, self._inventory.conflicts)
-        return self._inventory
+        with self._discovery_lock:
+            self._discovered = (found, {status.name: status for status in timed.statuses})
+
+    def _collect_discovery(self) -> None:
+        """Take in a finished discovery: a failing source keeps its last known containers."""
+        with self._discovery_lock:
+            done, self._discovered = self._discovered, None
+        if done is None:
+            return
+        self._discovering = None
+        found, statuses = done
+        self._found.update(found)
+        self._discovery_status.update(statuses)
+        # Merged again only after a discovery: the same object otherwise, which later steps can tell.
+        before = self._inventory.conflicts if self._inventory is not None else {}
+        self._inventory = discovery.merge(self._found.get(s.name, ()) for s in self.discovery)
+        discovery.report_conflicts(before, self._inventory.conflicts)
 
     def poll(self, persist: bool = False) -> Snapshot:
         """Read every source; persist: save the state whatever the read found."""

@@ -53,8 +53,10 @@ class CommandNotFound(CommandError):
 
 
 class Runner(Protocol):
-    def run(self, argv: Sequence[str], *, stdin: Optional[str] = None) -> str:
-        """Run argv and return its stdout; raise CommandError on failure."""
+    def run(
+        self, argv: Sequence[str], *, stdin: Optional[str] = None, timeout: Optional[float] = None
+    ) -> str:
+        """Run argv and return its stdout; raise CommandError on failure (timeout: else the runner's)."""
         ...
 
     def which(self, program: str) -> Optional[str]:
@@ -68,8 +70,11 @@ class SystemRunner:
 
     timeout: float = DEFAULT_TIMEOUT
 
-    def run(self, argv: Sequence[str], *, stdin: Optional[str] = None) -> str:
+    def run(
+        self, argv: Sequence[str], *, stdin: Optional[str] = None, timeout: Optional[float] = None
+    ) -> str:
         env = dict(os.environ, LC_ALL="C", LANG="C")
+        timeout = self.timeout if timeout is None else timeout
         try:
             proc = subprocess.run(
                 list(argv),
@@ -77,14 +82,14 @@ class SystemRunner:
                 capture_output=True,
                 encoding="utf-8",
                 errors="replace",  # a tool's bytes that are not UTF-8 become U+FFFD: decoding never fails
-                timeout=self.timeout,
+                timeout=timeout,
                 env=env,
                 check=False,
             )
         except FileNotFoundError:
             raise CommandNotFound(argv) from None
         except subprocess.TimeoutExpired:
-            raise CommandError(argv, None, f"timed out after {self.timeout:g}s") from None
+            raise CommandError(argv, None, f"timed out after {timeout:g}s") from None
         except OSError as err:
             raise CommandError(argv, None, str(err)) from None
         if proc.returncode != 0:

@@ -186,7 +186,7 @@ def test_concurrent_scrapes_never_read_the_kernel_twice_at_once() -> None:
     guard = threading.Lock()
 
     class SlowRunner:
-        def run(self, argv: Any, *, stdin: Any = None) -> str:
+        def run(self, argv: Any, *, stdin: Any = None, timeout: Any = None) -> str:
             nonlocal in_flight, most
             with guard:
                 in_flight += 1

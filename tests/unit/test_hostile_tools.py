@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -320,3 +321,47 @@ def test_an_address_several_containers_claim_is_counted_for_none_and_logged_once
         inventory = exporter.poll().inventory
     assert inventory.owners["172.17.0.1"] == "101" and not inventory.conflicts
     assert "172.17.0.1 is claimed by one container again" in caplog.text
+
+
+class SlowRunner(ReplayRunner):
+    """prlctl that hangs until released, as it does while it waits for a guest."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.release = threading.Event()
+        self.slow = False
+
+    def run(self, argv, *, stdin=None, timeout=None):  # type: ignore[no-untyped-def]
+        if self.slow and argv[0] == "prlctl":
+            assert self.release.wait(10)
+        return super().run(argv, stdin=stdin, timeout=timeout)
+
+
+def test_a_slow_discovery_never_holds_up_a_scrape(write_config) -> None:  # type: ignore[no-untyped-def]
+    listing = [{"envid": "101", "name": "web", "ip": "192.0.2.11"}]
+    runner = SlowRunner({PRLCTL: json.dumps(listing)}, installed=("prlctl",))
+    config = load(
+        write_config(
+            "containers: {discovery: [prlctl], discovery_timeout: 2m}\nnetfilter: {backend: 'off'}\n"
+        )
+    )
+    config = dataclasses.replace(config, refresh_interval=0.0)
+    exporter = Exporter(
+        config, runner, procfs="/nonexistent", sysfs="/nonexistent", background_discovery=True
+    )
+    assert set(exporter.poll().inventory.containers) == {"101"}  # the first discovery is waited for
+    assert runner.timeouts[PRLCTL] == 120.0  # its own timeout, not the commands' 10 s
+    runner.slow = True
+    listing.append({"envid": "102", "name": "db", "ip": "192.0.2.12"})
+    runner.outputs[PRLCTL] = json.dumps(listing)
+    start = time.monotonic()
+    for _ in range(5):
+        snapshot = exporter.poll()
+        assert set(snapshot.inventory.containers) == {"101"}  # the last inventory, at once
+    assert time.monotonic() - start < 1
+    assert {s.name: s.up for s in snapshot.statuses}["prlctl"] is True
+    runner.release.set()
+    deadline = time.monotonic() + 5
+    while set(exporter.poll().inventory.containers) != {"101", "102"}:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)

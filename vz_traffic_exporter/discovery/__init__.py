@@ -145,8 +145,8 @@ def build(config: Config, runner: Runner, procfs: str) -> list[DiscoverySource]:
 
     factories: dict[str, Callable[[], DiscoverySource]] = {
         "static": lambda: StaticDiscovery(config.static),
-        "vzlist": lambda: VzlistDiscovery(runner),
-        "prlctl": lambda: PrlctlDiscovery(runner),
+        "vzlist": lambda: VzlistDiscovery(runner, config.discovery_timeout),
+        "prlctl": lambda: PrlctlDiscovery(runner, config.discovery_timeout),
         "veinfo": lambda: VeinfoDiscovery(procfs),
     }
     names = config.discovery

@@ -6,7 +6,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ..runner import Runner
 from . import Container
@@ -69,8 +69,10 @@ class CommandDiscovery:
     argv: tuple[str, ...] = ()
     parse: Callable[[str, str], list[Container]]
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, timeout: Optional[float] = None) -> None:
+        """timeout: how long the command may take (prlctl asks every running guest)."""
         self.runner = runner
+        self.timeout = timeout
 
     def discover(self) -> list[Container]:
-        return type(self).parse(self.runner.run(self.argv), " ".join(self.argv))
+        return type(self).parse(self.runner.run(self.argv, timeout=self.timeout), " ".join(self.argv))
