@@ -26,6 +26,7 @@ from .config import Config, QuotaConfig
 from .discovery import Container, Inventory
 from .discovery.classes import ClassTable
 from .netfilter import xtables
+from .netfilter.iptables_save import SavedTable
 from .rules import Backend
 from .rules.ipset import IpsetRules
 from .rules.iptables import IptablesRules
@@ -33,7 +34,7 @@ from .rules.nftables import NftablesRules
 from .runner import CommandError, Runner
 from .sources import ContainerReading, IpReading, KernelSource
 from .sources.interfaces import InterfacesSource
-from .sources.iptables import IptablesSource
+from .sources.iptables import ADOPTED_CHAINS, IptablesSource, adopted_mark
 from .sources.nft_counters import NftCountersSource
 from .sources.venetstat import VenetstatSource
 from .sources.vznetstat import VznetstatSource
@@ -141,6 +142,7 @@ class Exporter:
         self.config = config
         self.runner = runner
         self.keep_rules = keep_rules and config.netfilter.manage_rules
+        self._may_write = keep_rules  # adopted mode: its marker (see _adopted_epoch)
         self.discovery = discovery.build(config, runner, procfs)
         self.kernel_sources = self._kernel_sources(procfs)
         interfaces = InterfacesSource(sysfs)
@@ -467,11 +469,44 @@ class Exporter:
     def _adopted(self) -> IptablesSource:
         return IptablesSource(self.runner, adopted=True)
 
+    def _adopted_epoch(self, family: str, table: SavedTable) -> tuple[Optional[int], bool]:
+        """The epoch of the operator's rules of a family, from adopted mode's marker, and whether it is new.
+
+        A marker found zeroed means the table was zeroed since the last read
+        (``iptables -Z``): what the rules hold now was counted since, even where
+        it is above their old values; they get a new epoch, and the marker is
+        set again.  The marker is made (by serve, never by dump) where the
+        family has rules to adopt and its tools can set counters; the rules
+        then keep counting from where they are, in the new marker's epoch.
+        """
+        mark = adopted_mark(table)
+        stamp = None if mark is None else mark[0]
+        if not self._may_write or not self.xtables().sets_counters(family):
+            return (None if mark is None or mark[1] else stamp), False
+        if mark is None and not any(r.chain in ADOPTED_CHAINS for r in table.rules):
+            return None, False
+        if mark is not None and not mark[1]:
+            return stamp, False
+        stamp = time.time_ns()
+        backend = self._backend("iptables")
+        assert isinstance(backend, IptablesRules)
+        backend.mark_adopted(family, table, stamp)
+        if mark is not None:
+            log.info("%s: the filter table was zeroed; the adopted rules count again from zero", family)
+        return stamp, mark is None
+
     def _read_netfilter(self, name: str, inventory: Inventory) -> None:
         nf = self.config.netfilter
         if not nf.manage_rules:
-            adopted = self._adopted.read()
-            self._account_netfilter(name, adopted.readings, inventory)
+            tables = {family: self._adopted.read_table(family) for family in xtables.FAMILIES}
+            marks = {family: self._adopted_epoch(family, table) for family, table in tables.items()}
+            epochs = {family: epoch for family, (epoch, _) in marks.items()}
+            readings = self._adopted.readings(tables, epochs).readings
+            made = {family for family, (_, new) in marks.items() if new}
+            for r in readings:
+                if r.counter[1] in made:  # a marker made just now: the rules go on counting
+                    self.accumulator.restamped(name, r.counter, r.epoch)
+            self._account_netfilter(name, readings, inventory)
             return
         backend = self.rules()
         current, readings = backend.read()

@@ -81,7 +81,14 @@ def test_every_backend_counts_exactly_as_nobody_with_the_units_capabilities(
 ) -> None:
     caps = ",".join(f"+{cap}" for cap in unit_capabilities())
     state = Path(tempfile.mkdtemp(prefix="vzt-state-"))
+    # The lab's iptables variant, where nobody can reach it (the test's own directory is root's only):
+    # without it, nobody's PATH lookup would fall through to the host's default variant.
+    tools = Path(tempfile.mkdtemp(prefix="vzt-bin-"))
+    for link in Path(lab.bindir).iterdir():
+        (tools / link.name).symlink_to(link.resolve())
+    os.chmod(tools, 0o755)
     workdir = lab.workdir
+    lab.path = f"{tools}:/usr/sbin:/usr/bin:/sbin:/bin"
     try:
         os.chown(state, NOBODY, NOBODY)
         lab.workdir = state  # the state file goes where nobody can write
@@ -118,9 +125,13 @@ def test_every_backend_counts_exactly_as_nobody_with_the_units_capabilities(
         proc.terminate()
         assert proc.wait(30) == 0
         assert (state / "state.json").stat().st_uid == NOBODY
+        variant = "legacy" if "legacy" in lab.bindir else "nft"
+        assert bool(lab.tables()["legacy ip"]) == (variant == "legacy")  # the variant under test was used
     finally:
         lab.workdir = workdir
+        lab.path = None
         shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(tools, ignore_errors=True)
 
 
 def test_without_the_capabilities_it_says_which_are_missing(iptables_lab: NodeLab, runtime: Path) -> None:

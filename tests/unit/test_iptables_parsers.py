@@ -13,6 +13,7 @@ from vz_traffic_exporter.netfilter.iptables_save import (
 from vz_traffic_exporter.netfilter.layout import parse_epoch_spec
 from vz_traffic_exporter.netfilter.xtables import LEGACY, NFT, parse_version
 from vz_traffic_exporter.sources.iptables import (
+    adopted_mark,
     adopted_readings,
     epochs,
     managed_readings,
@@ -66,18 +67,39 @@ def test_adopted_rule_shapes(spec: str, expected: object) -> None:
     assert parse_adopted_spec(spec) == expected
 
 
-def test_adopted_readings_from_wiki_style_rules() -> None:
+def test_adopted_readings_from_wiki_style_rules_count_one_rule_per_address_and_direction() -> None:
     table = parse_iptables_save(fixture_text("cmd/iptables-save-c-adopted.txt"))["filter"]
-    readings = adopted_readings("ipv4", table)
-    got = [(r.counter, r.ip, r.direction, r.packets, r.bytes) for r in readings]
+    readings, duplicates = adopted_readings("ipv4", table, epoch=7)
+    got = [(r.counter, r.ip, r.direction, r.packets, r.bytes, r.epoch) for r in readings]
     assert got == [
-        (("adopted", "ipv4", "INPUT", "-s 192.0.2.12/32 -i v102", 0), "192.0.2.12", "out", 3, 114),
-        (("adopted", "ipv4", "FORWARD", "-s 192.0.2.11/32", 0), "192.0.2.11", "out", 10, 1280),
-        (("adopted", "ipv4", "FORWARD", "-d 192.0.2.11/32", 0), "192.0.2.11", "in", 4, 312),
-        (("adopted", "ipv4", "FORWARD", "-s 192.0.2.12/32", 0), "192.0.2.12", "out", 0, 0),
-        (("adopted", "ipv4", "FORWARD", "-d 192.0.2.12/32", 0), "192.0.2.12", "in", 0, 0),
-        (("adopted", "ipv4", "FORWARD", "-s 192.0.2.11/32", 1), "192.0.2.11", "out", 10, 1280),
+        (("adopted", "ipv4", "INPUT", "-s 192.0.2.12/32 -i v102", 0), "192.0.2.12", "out", 3, 114, 7),
+        (("adopted", "ipv4", "FORWARD", "-s 192.0.2.11/32", 0), "192.0.2.11", "out", 10, 1280, 7),
+        (("adopted", "ipv4", "FORWARD", "-d 192.0.2.11/32", 0), "192.0.2.11", "in", 4, 312, 7),
+        (("adopted", "ipv4", "FORWARD", "-s 192.0.2.12/32", 0), "192.0.2.12", "out", 0, 0, 7),
+        (("adopted", "ipv4", "FORWARD", "-d 192.0.2.12/32", 0), "192.0.2.12", "in", 0, 0, 7),
     ]
+    # The same rule twice counts the same packets twice: the second is left out.
+    assert [(r.chain, r.spec) for r in duplicates] == [("FORWARD", "-s 192.0.2.11/32")]
+
+
+def test_two_shapes_of_rule_for_one_address_in_one_chain_count_once() -> None:
+    table = parse_iptables_save(
+        "*filter\n:FORWARD ACCEPT [0:0]\n[5:500] -A FORWARD -s 192.0.2.11/32\n"
+        "[5:500] -A FORWARD -s 192.0.2.11/32 -o eth0\n[2:80] -A INPUT -s 192.0.2.11/32\nCOMMIT\n"
+    )["filter"]
+    readings, duplicates = adopted_readings("ipv4", table)
+    assert [(r.counter[2], r.bytes) for r in readings] == [("FORWARD", 500), ("INPUT", 80)]
+    assert [r.spec for r in duplicates] == ["-s 192.0.2.11/32 -o eth0"]
+
+
+def test_adopted_marker_tells_a_zeroed_table() -> None:
+    def table(marker: str) -> SavedTable:
+        return parse_iptables_save(f"*filter\n:VZTRAFFIC-ADOPTED - [0:0]\n{marker}COMMIT\n")["filter"]
+
+    spec = "-m comment --comment adopted-at-1700000000 -j RETURN"
+    assert adopted_mark(table(f"[0:1] -A VZTRAFFIC-ADOPTED {spec}\n")) == (1700000000, False)
+    assert adopted_mark(table(f"[0:0] -A VZTRAFFIC-ADOPTED {spec}\n")) == (1700000000, True)
+    assert adopted_mark(table("")) is None
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,24 @@ def parse_epoch_spec(spec: str) -> Optional[tuple[str, int]]:
     return (m.group(1), int(m.group(2))) if m else None
 
 
+# Adopted mode's one object: a chain never jumped to, holding one rule whose one-byte marker
+# `iptables -Z` of the table clears with the operator's counters, so that zeroing is seen even
+# when a rule has grown past its old value by the next read.
+ADOPTED_MARK_CHAIN = f"{PREFIX}ADOPTED"
+
+
+def adopted_mark_spec(stamp: int) -> str:
+    return f"-m comment --comment adopted-at-{stamp} -j RETURN"
+
+
+_ADOPTED_MARK = re.compile(r'^-m comment --comment "?adopted-at-(\d+)"? -j RETURN$')
+
+
+def parse_adopted_mark(spec: str) -> Optional[int]:
+    m = _ADOPTED_MARK.match(spec)
+    return int(m.group(1)) if m else None
+
+
 def is_ours(chain: str) -> bool:
     return chain.startswith(PREFIX)
 

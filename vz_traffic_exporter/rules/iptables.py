@@ -523,6 +523,13 @@ class IptablesRules:
             remove_family(self.current(family), family, self.writer, self._tables) for family in FAMILIES
         )
 
+    def mark_adopted(self, family: str, table: SavedTable, stamp: int) -> None:
+        """Set adopted mode's marker (:data:`layout.ADOPTED_MARK_CHAIN`) with a new stamp."""
+        ops = [] if layout.ADOPTED_MARK_CHAIN in table.policies else [Op("new", layout.ADOPTED_MARK_CHAIN)]
+        ops += [Op("delete", r.chain, r.spec) for r in table.chain_rules(layout.ADOPTED_MARK_CHAIN)]
+        ops.append(Op("append", layout.ADOPTED_MARK_CHAIN, layout.adopted_mark_spec(stamp), MARKER))
+        self.writer.apply(family, ops)
+
     def show(self) -> str:
         """Our chains and the jumps to them, with counters, in iptables-save form."""
         out = []

@@ -21,6 +21,7 @@ from . import InterfaceReading, counter_value
 
 _LEGACY_VETH = re.compile(r"^veth(\d+)\.\d+$")
 STATS = (("rx", "out"), ("tx", "in"))
+SYSFS_SIZE = 4096  # a sysfs attribute is one page at most, and says so as its size
 
 
 def owner_by_name(name: str) -> str | None:
@@ -30,13 +31,15 @@ def owner_by_name(name: str) -> str | None:
 
 def read_interface(sysfs: str, name: str) -> list[InterfaceReading]:
     base = os.path.join(sysfs, "class", "net", name)
-    ifindex = counter_value(read_text(os.path.join(base, "ifindex"), 64, encoding="ascii").strip(), base)
+    ifindex = counter_value(
+        read_text(os.path.join(base, "ifindex"), SYSFS_SIZE, encoding="ascii").strip(), base
+    )
     readings = []
     for prefix, direction in STATS:
         values = []
         for unit in ("packets", "bytes"):
             path = os.path.join(base, "statistics", f"{prefix}_{unit}")
-            values.append(counter_value(read_text(path, 64, encoding="ascii").strip(), path))
+            values.append(counter_value(read_text(path, SYSFS_SIZE, encoding="ascii").strip(), path))
         counter = ("interfaces", name, ifindex, direction)
         readings.append(InterfaceReading(counter, name, direction, values[0], values[1]))
     return readings

@@ -15,7 +15,7 @@ optionally ``-i``/``-o``, and no target; they count in class 0.
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,6 +24,8 @@ from ..netfilter.iptables_save import SavedRule, SavedTable, SaveParser
 from ..netfilter.xtables import FAMILIES, Xtables
 from ..runner import Runner
 from . import IpReading
+
+log = logging.getLogger(__name__)
 
 ADOPTED_CHAINS = ("FORWARD", "INPUT", "OUTPUT")
 
@@ -105,9 +107,18 @@ def parse_adopted_spec(spec: str) -> Optional[tuple[str, str]]:
     return found
 
 
-def adopted_readings(family: str, table: SavedTable) -> list[IpReading]:
+def adopted_readings(
+    family: str, table: SavedTable, epoch: Optional[int] = None
+) -> tuple[list[IpReading], list[SavedRule]]:
+    """The readings of the operator's accounting rules, and the rules left out as duplicates.
+
+    Every packet of an address passes every rule for it in a chain: one rule per
+    (chain, direction, address) counts, the first; the others would count the
+    same packets again.  epoch: the marker's (see :func:`adopted_mark`).
+    """
     readings = []
-    seen: Counter[tuple[str, str]] = Counter()
+    duplicates = []
+    seen: set[tuple[str, str, str]] = set()
     for rule in table.rules:
         if rule.chain not in ADOPTED_CHAINS:
             continue
@@ -115,13 +126,22 @@ def adopted_readings(family: str, table: SavedTable) -> list[IpReading]:
         if parsed is None:
             continue
         direction, ip = parsed
-        # Identical rules are separate kernel counters: each keeps its own identity
-        # (its rank among its twins) and all of them add up in one series.
-        rank = seen[(rule.chain, rule.spec)]
-        seen[(rule.chain, rule.spec)] += 1
-        counter = ("adopted", family, rule.chain, rule.spec, rank)
-        readings.append(IpReading(counter, ip, 0, direction, rule.packets, rule.bytes))
-    return readings
+        if (rule.chain, direction, ip) in seen:
+            duplicates.append(rule)
+            continue
+        seen.add((rule.chain, direction, ip))
+        counter = ("adopted", family, rule.chain, rule.spec, 0)  # as state files since version 2 have it
+        readings.append(IpReading(counter, ip, 0, direction, rule.packets, rule.bytes, epoch))
+    return readings, duplicates
+
+
+def adopted_mark(table: SavedTable) -> Optional[tuple[int, bool]]:
+    """(stamp, zeroed) of adopted mode's marker rule, None when there is none."""
+    for rule in table.chain_rules(layout.ADOPTED_MARK_CHAIN):
+        stamp = layout.parse_adopted_mark(rule.spec)
+        if stamp is not None:
+            return stamp, rule.bytes == 0
+    return None
 
 
 @dataclass(frozen=True)
@@ -143,6 +163,21 @@ class IptablesSource:
         self._made: dict[str, dict[int, tuple[SavedRule, Optional[int], Optional[IpReading]]]] = {
             family: {} for family in FAMILIES
         }
+        self._duplicates: dict[str, set[tuple[str, str]]] = {family: set() for family in FAMILIES}
+
+    def _report(self, family: str, duplicates: list[SavedRule]) -> None:
+        """Log the duplicate rules once, when they appear."""
+        specs = {(r.chain, r.spec) for r in duplicates}
+        new = specs - self._duplicates[family]
+        self._duplicates[family] = specs
+        for chain, spec in sorted(new):
+            log.warning(
+                "%s: -A %s %s counts the same packets as an earlier rule for that address: "
+                "left out, the first one counts",
+                Xtables.program(family),
+                chain,
+                spec,
+            )
 
     def read_table(self, family: str) -> SavedTable:
         argv = [Xtables.program(family, "save"), "-c", "-t", "filter"]
@@ -153,11 +188,18 @@ class IptablesSource:
             raise ValueError(f"`{' '.join(argv)}` output {err}") from None
 
     def read(self) -> IptablesRead:
-        tables = {family: self.read_table(family) for family in FAMILIES}
+        return self.readings({family: self.read_table(family) for family in FAMILIES})
+
+    def readings(
+        self, tables: dict[str, SavedTable], epochs: Optional[dict[str, Optional[int]]] = None
+    ) -> IptablesRead:
+        """The readings of tables as read; epochs: adopted mode's, per family (see :func:`adopted_mark`)."""
         readings: list[IpReading] = []
         for family, table in tables.items():
             if self.adopted:
-                readings += adopted_readings(family, table)
+                found, duplicates = adopted_readings(family, table, (epochs or {}).get(family))
+                readings += found
+                self._report(family, duplicates)
             else:
                 markers = self.xtables.sets_counters(family) if self.xtables else False
                 readings += managed_readings(table, markers, family, self._made[family])
