@@ -24,7 +24,7 @@ from . import discovery
 from .accounting import SERIES_PARTS, Accumulator, Observation, SeriesRow
 from .config import Config, QuotaConfig
 from .discovery import Container, Inventory
-from .discovery.classes import ClassTable
+from .discovery.classes import ClassTable, Nesting, nesting
 from .netfilter import xtables
 from .netfilter.iptables_save import SavedTable
 from .rules import Backend
@@ -60,6 +60,7 @@ IP_SERIES, CONTAINER_SERIES, INTERFACE_SERIES = (
 # complete), else venetstat's bytes with vznetstat's packets (Virtuozzo 7:
 # both read the same kernel counters), else vznetstat alone.
 KERNEL_SOURCES = ("nft_counters", "venetstat", "vznetstat")
+FAMILY_VERSIONS = {"ipv4": 4, "ipv6": 6}
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class Exporter:
             log.info("new boot since the state was saved: %d kernel counters start again from zero", absorbed)
         self.state = state if save_state else None
         self._save_failed = ""  # why the last save failed
+        self._exclusive_seen: dict[tuple[str, ...], tuple[int, int]] = {}  # see _exclusive_nft
         self._saved_changes = -1
         self._found: dict[str, Sequence[Container]] = {}
         self._discovered_at: Optional[float] = None
@@ -451,11 +453,14 @@ class Exporter:
         for key, p, b in self.accumulator.rows(CONTAINER_SERIES):
             found.setdefault(key[2:], {})[key[1]] = (p, b)
         configured = {str(i) for i in self.config.classes.ids()}
+        exclusive = self._exclusive_nft(found)
         out = []
         for (veid, klass, direction, family), by_source in sorted(found.items()):
             packets: Optional[int]
             if "nft_counters" in by_source:
-                packets, nbytes = by_source["nft_counters"]
+                if (veid, klass, direction, family) not in exclusive:
+                    continue  # its class overlaps another in a way no subtraction undoes
+                packets, nbytes = exclusive[(veid, klass, direction, family)]
             elif "venetstat" in by_source:
                 nbytes = by_source["venetstat"][1]
                 packets = by_source["vznetstat"][0] if "vznetstat" in by_source else None
@@ -464,6 +469,52 @@ class Exporter:
             if klass in configured or nbytes or packets:
                 out.append(ContainerSeries(veid, int(klass), direction, family, nbytes, packets))
         return tuple(out)
+
+    @cached_property
+    def _nesting(self) -> dict[str, Nesting]:
+        """How the Virtuozzo 9 nft counters' classes nest, per family; said in the log once."""
+        found = {family: nesting(self.config.classes, version) for family, version in FAMILY_VERSIONS.items()}
+        for family, nest in found.items():
+            for klass, parent in sorted(nest.parent.items()):
+                log.info(
+                    "nft_counters %s: class %d lies inside class %d: class %d's count is made exclusive "
+                    "by taking out class %d's",
+                    family, klass, parent, parent, klass,
+                )  # fmt: skip
+            for klass, why in sorted(nest.underivable.items()):
+                log.error(
+                    "nft_counters %s: class %d overlaps other classes, and Virtuozzo 9 counts a packet in "
+                    "every class that holds its peer: %s; its counts are not exported",
+                    family, klass, why,
+                )  # fmt: skip
+        return found
+
+    def _exclusive_nft(
+        self, found: Mapping[tuple[str, ...], Mapping[str, tuple[int, int]]]
+    ) -> dict[tuple[str, ...], tuple[int, int]]:
+        """The nft counters' totals made exclusive: a class's minus its nested classes'.
+
+        Virtuozzo 9 counts a packet in every class whose networks hold its
+        peer (see :func:`~.discovery.classes.nesting`).  Never decreasing.
+        """
+        raw: dict[tuple[str, str, str], dict[int, tuple[int, int]]] = {}
+        for (veid, name, direction, family), by_source in found.items():
+            if "nft_counters" in by_source:
+                raw.setdefault((veid, direction, family), {})[int(name)] = by_source["nft_counters"]
+        out: dict[tuple[str, ...], tuple[int, int]] = {}
+        for (veid, direction, family), classes in raw.items():
+            nest = self._nesting[family]
+            for klass, (packets, nbytes) in classes.items():
+                if klass in nest.underivable:
+                    continue
+                for child in nest.children(klass):
+                    child_packets, child_bytes = classes.get(child, (0, 0))
+                    packets, nbytes = packets - child_packets, nbytes - child_bytes
+                key = (veid, str(klass), direction, family)
+                last = self._exclusive_seen.get(key, (0, 0))
+                value = (max(packets, last[0]), max(nbytes, last[1]))
+                self._exclusive_seen[key] = out[key] = value
+        return out
 
     @cached_property
     def _adopted(self) -> IptablesSource:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import pytest
 
@@ -14,9 +15,12 @@ from .conftest import NodeLab
 pytestmark = pytest.mark.netns
 
 BYTES, PACKETS = "vz_traffic_container_bytes_total", "vz_traffic_container_packets_total"
+# The classes as the Virtuozzo 9 node has them: it counts classes 1..15, and no class-0 holes.
+VZ9_CLASSES = [{"id": 1, "name": "peering", "networks": CLASS_NETWORKS[1]}]
 KERNEL_ONLY = {
     "netfilter": {"backend": "off"},
     "kernel": {"nft_counters": True, "interfaces": True, "venetstat": False, "vznetstat": False},
+    "network_classes": VZ9_CLASSES,
 }
 
 
@@ -55,9 +59,10 @@ def nft_counters(lab: NodeLab) -> dict[tuple[str, ...], float]:
     return out
 
 
-def install_vz9_layout(lab: NodeLab) -> None:
+def install_vz9_layout(lab: NodeLab, classes: Optional[dict[int, list[str]]] = None) -> None:
     for ct in lab.containers:
-        script = nft_script(ct.veid, host_ifname(ct), "vpeer", [ct.ipv4, ct.ipv6], {1: CLASS_NETWORKS[1]})
+        nets = classes or {1: CLASS_NETWORKS[1]}
+        script = nft_script(ct.veid, host_ifname(ct), "vpeer", [ct.ipv4, ct.ipv6], nets)
         lab.ns(lab.node, "nft", "-f", "-", stdin=script)
         lab.operator_tables.add(("nft", f"table netdev {table_name(ct.veid)}"))  # Virtuozzo's, not ours
 
@@ -100,6 +105,36 @@ def test_virtuozzo9_nft_counters_are_exported_exactly_and_resets_absorbed(kernel
     assert resets and float(resets[0].split()[-1]) >= 1
     server.terminate()
     assert server.wait(10) == 0
+
+
+def test_nested_virtuozzo9_classes_are_made_exclusive_and_overlapping_ones_left_out(
+    kernel_lab: NodeLab,
+) -> None:
+    """Virtuozzo 9 counts a packet in every class holding its peer: class 1 = everything, 2 inside it."""
+    lab = kernel_lab
+    classes = {1: ["0.0.0.0/0", "::/0"], 2: CLASS_NETWORKS[1]}
+    install_vz9_layout(lab, classes)
+    nested = [{"id": k, "name": f"class{k}", "networks": v} for k, v in classes.items()]
+    config = lab.write_config(lab.containers, **{**KERNEL_ONLY, "network_classes": nested})
+    ct = lab.containers[0]
+    peering = lab.send_udp(ct.ns, ct.ipv4, PEERS["peering"][0], 6, 400)  # class 2, and class 1 on VZ9
+    world = lab.send_udp(ct.ns, ct.ipv4, PEERS["world"][0], 4, 300)  # class 1 only
+    kernel = nft_counters(lab)
+    assert kernel[(BYTES, ct.veid, "1", "out", "ipv4")] == peering + world  # counted twice by the kernel
+    got = container_series(lab.exporter(config, "dump").stdout)
+    assert got[(BYTES, ct.veid, "2", "out", "ipv4")] == peering
+    assert got[(BYTES, ct.veid, "1", "out", "ipv4")] == world  # exclusive: the nested class taken out
+    assert got[(PACKETS, ct.veid, "1", "out", "ipv4")] == 4
+    # A class only partly inside another cannot be made exclusive: both are left out, and said.
+    partial = [
+        {"id": 1, "name": "a", "networks": ["198.51.100.0/24"]},
+        {"id": 2, "name": "b", "networks": ["198.51.100.0/25", "203.0.113.0/24"]},
+    ]
+    config = lab.write_config(lab.containers, **{**KERNEL_ONLY, "network_classes": partial})
+    dump = lab.exporter(config, "dump")
+    got = container_series(dump.stdout)
+    assert not [k for k in got if k[0] == BYTES and k[2] in ("1", "2") and k[4] == "ipv4"]
+    assert "class 1 overlaps other classes" in dump.stderr and "class 2 overlaps other classes" in dump.stderr
 
 
 def read_sys(lab: NodeLab, name: str) -> dict[str, int]:

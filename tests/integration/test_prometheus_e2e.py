@@ -24,7 +24,7 @@ from netlab.lab import PEERS
 from tests.dashboards import DASHBOARDS, load, queries
 
 from .conftest import ROOT, NodeLab
-from .test_kernel_netns import install_vz9_layout
+from .test_kernel_netns import VZ9_CLASSES, install_vz9_layout
 
 pytestmark = pytest.mark.netns
 
@@ -143,6 +143,7 @@ def test_quota_alert_reaches_alertmanager_and_every_dashboard_query_has_data(
         lab.containers,
         netfilter={"backend": "nftables"},
         kernel={"nft_counters": True, "interfaces": True, "venetstat": False, "vznetstat": False},
+        network_classes=VZ9_CLASSES,  # as the node's Virtuozzo 9 counts them
         quotas={
             "classes": [1],
             "default": {"out": "1GB", "total": "2GB"},

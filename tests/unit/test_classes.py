@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vz_traffic_exporter.discovery.classes import ClassTable, NetworkClass
+from vz_traffic_exporter.discovery.classes import ClassTable, NetworkClass, nesting
 
 N = ipaddress.ip_network
 TABLE = ClassTable.build(
@@ -96,3 +96,37 @@ def test_disjoint_ranges_agree_with_classify(
         addr = ipaddress.IPv4Address(value)
         found = [k for first, last, k in ranges if first <= addr <= last]
         assert found == ([table.classify(addr)] if table.classify(addr) else [])
+
+
+def _table(*classes: tuple[int, list[str]]) -> ClassTable:
+    return ClassTable.build(
+        NetworkClass(i, f"c{i}", tuple(ipaddress.ip_network(n) for n in nets)) for i, nets in classes
+    )
+
+
+@pytest.mark.parametrize(
+    ("classes", "parent", "underivable"),
+    [
+        # The typical node: class 1 everything, class 2 a peering network inside it.
+        (((1, ["0.0.0.0/0"]), (2, ["198.51.100.0/24"])), {2: 1}, set()),
+        # A chain of three.
+        (((1, ["0.0.0.0/0"]), (2, ["198.51.100.0/24"]), (3, ["198.51.100.128/25"])), {2: 1, 3: 2}, set()),
+        # Two siblings inside one.
+        (((1, ["198.51.0.0/16"]), (2, ["198.51.100.0/24"]), (3, ["198.51.101.0/24"])), {2: 1, 3: 1}, set()),
+        # Disjoint classes need nothing.
+        (((1, ["198.51.100.0/24"]), (2, ["203.0.113.0/24"])), {}, set()),
+        # Class 1 holds class 2's network but also has a network inside it: the longest prefix
+        # gives 198.19.2.0/24 to class 1, which no subtraction of counters can tell.
+        (((1, ["198.18.0.0/15", "198.19.2.0/24"]), (2, ["198.19.0.0/16"])), {}, {1, 2}),
+        # Class 2 only partly inside class 1.
+        (((1, ["198.51.100.0/24"]), (2, ["198.51.100.0/25", "203.0.113.0/24"])), {}, {1, 2}),
+        # A class-0 hole: Virtuozzo 9 has no class-0 counter to take it out with.
+        (((1, ["198.51.100.0/24"]), (0, ["198.51.100.128/25"]), (2, ["203.0.113.0/24"])), {}, {1}),
+    ],
+)
+def test_nesting_of_overlapping_classes(
+    classes: tuple[tuple[int, list[str]], ...], parent: dict[int, int], underivable: set[int]
+) -> None:
+    found = nesting(_table(*classes), 4)
+    assert (found.parent, set(found.underivable)) == (parent, underivable)
+    assert found.children(1) == sorted(k for k, p in parent.items() if p == 1)

@@ -89,6 +89,80 @@ class ClassTable:
         return [(factory(first), factory(last), klass) for first, last, klass in ranges if klass]
 
 
+@dataclass(frozen=True)
+class Nesting:
+    """How classes whose counters overlap can be made exclusive (Virtuozzo 9's nft counters).
+
+    Such a counter counts every packet whose peer is in any network of its
+    class, whatever other class also holds the peer.  Where a class's
+    networks all lie inside the networks of one other class (``parent``),
+    and no network of that class lies inside one of them, its packets are
+    the ones the longest-prefix rule gives it, and the parent's exclusive
+    count is its own minus its children's.  ``underivable`` names the
+    classes for which that does not hold, with why: their counts cannot be
+    told apart.
+    """
+
+    parent: dict[int, int]
+    underivable: dict[int, str]
+
+    def children(self, klass: int) -> list[int]:
+        return [child for child, parent in self.parent.items() if parent == klass]
+
+
+def nesting(table: ClassTable, version: int) -> Nesting:
+    """The nesting of the non-zero classes of one IP version (see :class:`Nesting`)."""
+    nets = sorted(
+        ((net, k.id) for k in table.classes for net in k.networks if net.version == version),
+        key=lambda pair: (int(pair[0].network_address), pair[0].prefixlen),
+    )
+    # Every pair of overlapping networks, found with a stack of the networks that hold the current one.
+    held_by: dict[int, list[set[int]]] = {}  # class -> for each of its networks, the classes holding it
+    holds: dict[int, set[int]] = {}  # class -> the classes one of whose networks lies inside one of its own
+    stack: list[tuple[IPNetwork, int]] = []
+    for net, klass in nets:
+        while stack and not net.subnet_of(stack[-1][0]):  # type: ignore[arg-type]
+            stack.pop()
+        holders = {k for _, k in stack if k != klass}
+        held_by.setdefault(klass, []).append(holders)
+        for other in holders:
+            holds.setdefault(other, set()).add(klass)
+        stack.append((net, klass))
+    inside = {k: set().union(*sets) for k, sets in held_by.items()}
+    parent: dict[int, int] = {}
+    underivable: dict[int, str] = {}
+    for klass in sorted(held_by.keys() - {0}):
+        holders = inside[klass]
+        if 0 in holders or 0 in holds.get(klass, ()):
+            underivable[klass] = "a class-0 network overlaps it, and there is no class-0 counter to take out"
+            continue
+        mixed = holders & holds.get(klass, set())
+        if mixed:
+            underivable[klass] = f"it both holds and lies inside networks of class {min(mixed)}"
+            continue
+        if not holders:
+            continue  # a class of its own
+        # Laminar: the holders nest in one another, and the innermost holds every network of it.
+        ordered = sorted(holders, key=lambda k: len(inside.get(k, ())), reverse=True)
+        if any(outer not in inside.get(inner, set()) for inner, outer in zip(ordered, ordered[1:])):
+            underivable[klass] = f"classes {min(holders)} and {max(holders)} both hold parts of it"
+        elif not all(ordered[0] in held for held in held_by[klass]):
+            underivable[klass] = f"only some of its networks lie inside class {ordered[0]}"
+        else:
+            parent[klass] = ordered[0]
+    # What overlaps an underivable class cannot be told apart from it either: its holders and its children.
+    changed = True
+    while changed:
+        changed = False
+        for klass in sorted(underivable):
+            for other in sorted(inside.get(klass, set()) | {c for c, p in parent.items() if p == klass}):
+                if other not in underivable and other != 0:
+                    underivable[other] = f"it overlaps class {klass}, which cannot be made exclusive"
+                    parent.pop(other, None)
+                    changed = True
+    return Nesting(parent, underivable)
+
+
 def ambiguous_networks(classes: Sequence[NetworkClass]) -> list[tuple[IPNetwork, int, int]]:
     """Networks listed with the same prefix in two different non-zero classes."""
     seen: dict[IPNetwork, int] = {}
