@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import ReplayRunner
 from vz_traffic_exporter import cli
 from vz_traffic_exporter.accounting import Accumulator, Observation
-from vz_traffic_exporter.config import load
+from vz_traffic_exporter.config import ConfigError, load
 from vz_traffic_exporter.discovery.prlctl import ARGV as PRLCTL
 from vz_traffic_exporter.discovery.prlctl import parse_prlctl_json
 from vz_traffic_exporter.discovery.vzlist import ARGV as VZLIST
@@ -365,3 +365,56 @@ def test_a_slow_discovery_never_holds_up_a_scrape(write_config) -> None:  # type
     while set(exporter.poll().inventory.containers) != {"101", "102"}:
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+# --- configurations that check-config accepted and serve could not run -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("state: {poll_interval: .inf}\n", "state.poll_interval: inf is not a duration"),
+        ("state: {poll_interval: .nan}\n", "state.poll_interval: nan is not a duration"),
+        ("state: {poll_interval: 1e10}\n", "state.poll_interval: '1e10' is not a duration"),
+        ("state: {poll_interval: 1.0e+10}\n", "state.poll_interval: 10000000000.0 is longer than ten years"),
+        ("state: {poll_interval: 7200}\n", "state.poll_interval: 7200 is not between 1s and 1h"),
+        ("state: {poll_interval: 1ms}\n", "state.poll_interval: '1ms' is not between 1s and 1h"),
+        ("state: {poll_interval: 10m, retention: 5m}\n", "state.retention: '5m' is not between 10m and"),
+        (f"state: {{retention: {'9' * 400}}}\n", "state.retention: 999"),
+        ("quotas: {default: {total: " + "9" * 400 + "}}\n", "quotas.default.total: 999"),
+        ("quotas: {default: {total: 1.0e+400}}\n", "quotas.default.total: inf is not a size"),
+        ('state: {file: "/var/lib/x\\0y"}\n', "state.file: '/var/lib/x\\x00y' is not valid Unicode text"),
+        (
+            "containers: {static: [{veid: '1', ips: ['fe80::1%eth0']}]}\n",
+            "containers.static[0].ips[0]: 'fe80::1%eth0' has a scope",
+        ),
+        ("a: &a [*a]\n", "recursive document"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML"),
+        ("webconfig: 1\n\xff\n", "not UTF-8 text"),
+    ],
+)
+def test_configurations_that_could_not_run_are_refused_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, problem: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogateescape").replace(b"\xc3\xbf", b"\xff"))
+    assert cli.main(["--config", str(path), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and err.startswith(f"{path}: ")
+    assert "Traceback" not in err
+
+
+def test_an_alias_bomb_is_refused_at_once_in_little_memory(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(9)
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(bomb)
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="aliases expand the document by"):
+        load(str(path))
+    assert time.monotonic() - start < 2
+
+
+def test_netfilter_backend_off_unquoted_is_the_documented_word(write_config) -> None:  # type: ignore[no-untyped-def]
+    assert load(write_config("netfilter:\n  backend: off\n")).netfilter.backend == "off"
