@@ -481,6 +481,12 @@ class Exporter:
                     "by taking out class %d's",
                     family, klass, parent, parent, klass,
                 )  # fmt: skip
+            for klass, zero in sorted(nest.zero_inside.items()):
+                log.warning(
+                    "nft_counters %s: class-0 networks %s overlap class %d: Virtuozzo 9 counts no class 0, "
+                    "so their traffic is in class %d's count",
+                    family, ", ".join(map(str, dict.fromkeys(zero))), klass, klass,
+                )  # fmt: skip
             for klass, why in sorted(nest.underivable.items()):
                 log.error(
                     "nft_counters %s: class %d overlaps other classes, and Virtuozzo 9 counts a packet in "

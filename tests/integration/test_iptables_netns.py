@@ -145,13 +145,17 @@ def test_host_traffic_false_counts_only_forwarded_traffic(lab: NodeLab) -> None:
     lab.exporter(config, "rules", "remove")
 
 
-def test_adopted_wiki_rules_are_exported_per_veid(iptables_lab: NodeLab) -> None:
-    lab = iptables_lab
-    # Exactly the OpenVZ wiki recipe: one -s and one -d rule per address, no target.
+def add_wiki_rules(lab: NodeLab) -> None:
+    """Exactly the OpenVZ wiki recipe: one -s and one -d rule per address, no target."""
     for ct in lab.containers:
         for ip, family in ((ct.ipv4, "ipv4"), (ct.ipv6, "ipv6")):
             lab.iptables(family, "-A", "FORWARD", "-s", ip)
             lab.iptables(family, "-A", "FORWARD", "-d", ip)
+
+
+def test_adopted_wiki_rules_are_exported_per_veid(iptables_lab: NodeLab) -> None:
+    lab = iptables_lab
+    add_wiki_rules(lab)
     ct = lab.containers[0]
     lab.iptables("ipv4", "-A", "FORWARD", "-s", ct.ipv4)  # the same rule twice
     before = lab.save("ipv4")
@@ -171,10 +175,7 @@ def test_adopted_wiki_rules_are_exported_per_veid(iptables_lab: NodeLab) -> None
 def test_adopted_rules_zeroed_and_grown_past_their_old_value_lose_nothing(iptables_lab: NodeLab) -> None:
     """iptables -Z, then more traffic than before, before the next read: the marker tells."""
     lab = iptables_lab
-    for ct in lab.containers:
-        for ip, family in ((ct.ipv4, "ipv4"), (ct.ipv6, "ipv6")):
-            lab.iptables(family, "-A", "FORWARD", "-s", ip)
-            lab.iptables(family, "-A", "FORWARD", "-d", ip)
+    add_wiki_rules(lab)
     operator = {family: lab.save(family) for family in ("ipv4", "ipv6")}
     config = lab.write_config(
         lab.containers,

@@ -120,8 +120,10 @@ def _table(*classes: tuple[int, list[str]]) -> ClassTable:
         (((1, ["198.18.0.0/15", "198.19.2.0/24"]), (2, ["198.19.0.0/16"])), {}, {1, 2}),
         # Class 2 only partly inside class 1.
         (((1, ["198.51.100.0/24"]), (2, ["198.51.100.0/25", "203.0.113.0/24"])), {}, {1, 2}),
-        # A class-0 hole: Virtuozzo 9 has no class-0 counter to take it out with.
-        (((1, ["198.51.100.0/24"]), (0, ["198.51.100.128/25"]), (2, ["203.0.113.0/24"])), {}, {1}),
+        # A class-0 hole: Virtuozzo 9 counts no class 0, so it is in class 1's count (said, not hidden).
+        (((1, ["198.51.100.0/24"]), (0, ["198.51.100.128/25"]), (2, ["203.0.113.0/24"])), {}, set()),
+        # The users' guide file: class 2 inside class 1 (everything), a class-1 hole inside class 2.
+        (((1, ["0.0.0.0/0", "198.19.16.0/24"]), (2, ["198.18.0.0/15"])), {}, {1, 2}),
     ],
 )
 def test_nesting_of_overlapping_classes(
@@ -129,4 +131,6 @@ def test_nesting_of_overlapping_classes(
 ) -> None:
     found = nesting(_table(*classes), 4)
     assert (found.parent, set(found.underivable)) == (parent, underivable)
+    zero = [net for k, nets in classes if k == 0 for net in nets]
+    assert {k: [str(n) for n in v] for k, v in found.zero_inside.items()} == ({1: zero} if zero else {})
     assert found.children(1) == sorted(k for k, p in parent.items() if p == 1)

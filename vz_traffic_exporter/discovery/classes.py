@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -105,6 +105,9 @@ class Nesting:
 
     parent: dict[int, int]
     underivable: dict[int, str]
+    # Class-0 networks that overlap a class's: Virtuozzo 9 counts no class 0, so their traffic
+    # is in that class's count, as the class holding them.
+    zero_inside: dict[int, tuple[IPNetwork, ...]] = field(default_factory=dict)
 
     def children(self, klass: int) -> list[int]:
         return [child for child, parent in self.parent.items() if parent == klass]
@@ -112,8 +115,9 @@ class Nesting:
 
 def nesting(table: ClassTable, version: int) -> Nesting:
     """The nesting of the non-zero classes of one IP version (see :class:`Nesting`)."""
+    zero = [net for k in table.classes if k.id == 0 for net in k.networks if net.version == version]
     nets = sorted(
-        ((net, k.id) for k in table.classes for net in k.networks if net.version == version),
+        ((net, k.id) for k in table.classes if k.id != 0 for net in k.networks if net.version == version),
         key=lambda pair: (int(pair[0].network_address), pair[0].prefixlen),
     )
     # Every pair of overlapping networks, found with a stack of the networks that hold the current one.
@@ -131,11 +135,8 @@ def nesting(table: ClassTable, version: int) -> Nesting:
     inside = {k: set().union(*sets) for k, sets in held_by.items()}
     parent: dict[int, int] = {}
     underivable: dict[int, str] = {}
-    for klass in sorted(held_by.keys() - {0}):
+    for klass in sorted(held_by):
         holders = inside[klass]
-        if 0 in holders or 0 in holds.get(klass, ()):
-            underivable[klass] = "a class-0 network overlaps it, and there is no class-0 counter to take out"
-            continue
         mixed = holders & holds.get(klass, set())
         if mixed:
             underivable[klass] = f"it both holds and lies inside networks of class {min(mixed)}"
@@ -156,11 +157,16 @@ def nesting(table: ClassTable, version: int) -> Nesting:
         changed = False
         for klass in sorted(underivable):
             for other in sorted(inside.get(klass, set()) | {c for c, p in parent.items() if p == klass}):
-                if other not in underivable and other != 0:
+                if other not in underivable:
                     underivable[other] = f"it overlaps class {klass}, which cannot be made exclusive"
                     parent.pop(other, None)
                     changed = True
-    return Nesting(parent, underivable)
+    zero_inside = {
+        klass: found
+        for klass in sorted(held_by)
+        if (found := tuple(z for z in zero for net, k in nets if k == klass and z.overlaps(net)))
+    }
+    return Nesting(parent, underivable, zero_inside)
 
 
 def ambiguous_networks(classes: Sequence[NetworkClass]) -> list[tuple[IPNetwork, int, int]]:
