@@ -257,7 +257,8 @@ class Lab:
 
     # -- teardown ------------------------------------------------------------
 
-    def destroy(self) -> None:
+    def stop_processes(self) -> None:
+        """End every process the lab started (exporters included), leaving the namespaces."""
         for proc in self.processes:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -270,6 +271,9 @@ class Lab:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.processes.clear()
+
+    def destroy(self) -> None:
+        self.stop_processes()
         for ns in self.namespaces():
             pids = run(["ip", "netns", "pids", ns], check=False).split()
             for pid in pids:

@@ -50,6 +50,7 @@ AUTO_WHY = {
     "iptables": "neither nft nor ipset works: one rule per address and class",
 }
 
+DISCOVERY_WAIT = 0.5  # s: how long a read waits for a discovery in the background
 EXPIRE_EVERY = 60.0  # s; or a tenth of the retention, when that is shorter
 IP_SERIES, CONTAINER_SERIES, INTERFACE_SERIES = (
     SERIES_PARTS  # the kinds of series, as the state file has them
@@ -298,9 +299,9 @@ class Exporter:
         """The inventory for this read: discovered now when due, or the last one.
 
         With background discovery, only the first discovery is waited for;
-        later ones run in a thread of their own, and a read takes the last
-        inventory until the thread is done: a slow discovery (prlctl asks
-        every guest) never holds up a scrape.
+        later ones run in a thread of their own, waited for DISCOVERY_WAIT at
+        most, and a read takes the last inventory until the thread is done: a
+        slow discovery (prlctl asks every guest) never holds up a scrape.
         """
         now = time.monotonic()
         due = self._discovered_at is None or now - self._discovered_at >= self.config.refresh_interval
@@ -310,6 +311,8 @@ class Exporter:
                 self._discovered_at = now
                 self._discovering = threading.Thread(target=self._discover_all, name="discovery", daemon=True)
                 self._discovering.start()
+                self._discovering.join(DISCOVERY_WAIT)  # a quick discovery serves this read already
+                self._collect_discovery()
         elif due or self._inventory is None:
             self._discovered_at = now
             self._discover_all()

@@ -254,6 +254,7 @@ def _lab(bindir: str, workdir: Path, backend: str = "iptables") -> Iterator[Node
         node_lab.build(default_containers(prefix))
         node_lab.baseline = node_lab.tables()
         yield node_lab
+        node_lab.stop_processes()  # an exporter still serving would put its objects back
         node_lab.check_tables_left_as_found()
     finally:
         node_lab.destroy()
