@@ -49,6 +49,13 @@ class _LogfmtFormatter(logging.Formatter):
         return text
 
 
+def _count(text: str) -> int:
+    """A whole number of 0 or more (argparse names the flag when this refuses)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     usage = "\n".join(f"  vz-traffic-exporter [flags] {' '.join(c):14} {h}" for c, h in COMMANDS.items())
     p = argparse.ArgumentParser(
@@ -87,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--web.max-requests",
         dest="max_requests",
-        type=int,
+        type=_count,
         default=http.DEFAULT_MAX_REQUESTS,
         metavar="N",
         help=f"scrapes served at once, more get 503; 0: no limit (default {http.DEFAULT_MAX_REQUESTS})",

@@ -128,14 +128,13 @@ class Config:
 # --- scalar parsers -------------------------------------------------------
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_DURATION_UNITS: dict[Optional[str], Fraction] = {
+_DURATION_UNITS: dict[str, Fraction] = {
     "ms": Fraction(1, 1000),
     "s": Fraction(1),
     "m": Fraction(60),
     "h": Fraction(3600),
     "d": Fraction(86400),
     "w": Fraction(604800),
-    None: Fraction(1),
 }
 MAX_DURATION = 10 * 366 * 86400
 
@@ -156,17 +155,20 @@ def _number(text: str) -> Fraction:
 
 
 def parse_duration(value: Any) -> float:
+    """A duration with its unit (30s, 5m, 1h, 35d): a bare number could mean seconds or days."""
     if isinstance(value, bool):
         raise ValueError(f"{_shown(value)} is not a duration (use 30s, 5m, 1h, 35d)")
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{_shown(value)} is not a duration (use 30s, 5m, 1h, 35d)")
-        seconds = Fraction(value)
-    else:
-        m = _DURATION.match(str(value)) if len(str(value)) <= 40 else None
-        if not m:
-            raise ValueError(f"{_shown(value)} is not a duration (use 30s, 5m, 1h, 35d)")
-        seconds = _number(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if isinstance(value, (int, float)) and (not isinstance(value, float) or math.isfinite(value)):
+        shown = _shown(value)
+        raise ValueError(f"{shown} has no unit: write {shown}s, {shown}m, {shown}h or {shown}d")
+    m = _DURATION.match(str(value)) if len(str(value)) <= 40 else None
+    if not m:
+        raise ValueError(f"{_shown(value)} is not a duration (use 30s, 5m, 1h, 35d)")
+    if m.group(2) is None:
+        raise ValueError(
+            f"{_shown(value)} has no unit: write {m.group(1)}s, {m.group(1)}m, {m.group(1)}h or {m.group(1)}d"
+        )
+    seconds = _number(m.group(1)) * _DURATION_UNITS[m.group(2)]
     if seconds <= 0:
         raise ValueError(f"{_shown(value)} must be longer than zero")
     if seconds > MAX_DURATION:
@@ -311,6 +313,9 @@ def _kind(value: Any) -> str:
 
 
 def _veid(c: _Checker, value: Any, path: str) -> Optional[str]:
+    if isinstance(value, WrittenInt):  # 0101 is octal to YAML: 65, not the CTID 0101
+        c.problem(path, f'{value.text} is read by YAML as the number {int(value)}: quote it ("{value.text}")')
+        return None
     veid = c.string(value, path)
     if veid is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]*", veid):
         c.problem(path, f"{veid!r} is not a valid container id")
@@ -393,6 +398,9 @@ def _containers(
 def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(f"{value!r} is not a network (address/prefix)")
+    if "/" not in value:
+        host = "32" if ":" not in value else "128"
+        raise ValueError(f"{_shown(value)} has no prefix: write {value.strip()}/{host} for one address")
     try:
         return ipaddress.ip_network(value.strip(), strict=False)
     except ValueError:
@@ -521,7 +529,7 @@ def _quotas(c: _Checker, raw: Any, classes: ClassTable) -> QuotaConfig:
         c.problem("quotas.containers", f"must be a mapping, not {_kind(raw_containers)}")
     elif raw_containers:
         for key, value in raw_containers.items():
-            veid = _veid(c, key, f"quotas.containers.{key}")
+            veid = _veid(c, key, f"quotas.containers.{key.text if isinstance(key, WrittenInt) else key}")
             if veid is not None:
                 containers[veid] = _quota(c, value, f"quotas.containers.{veid}")
     return QuotaConfig(quota_classes, default, MappingProxyType(containers))
@@ -566,7 +574,29 @@ def validate(data: Any, source: str) -> Config:
 
 
 # libyaml's safe loader when PyYAML has it (4x faster on a 10,000-container file).
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class WrittenInt(int):
+    """An integer that YAML read from another form than its decimal digits (0101, 0x65, 1_000)."""
+
+    text: str
+
+    def __new__(cls, value: int, text: str) -> WrittenInt:
+        number = super().__new__(cls, value)
+        number.text = text
+        return number
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's safe loader where PyYAML has it; integers remember how they were written."""
+
+
+def _construct_int(loader: Any, node: yaml.ScalarNode) -> int:
+    value = yaml.SafeLoader.construct_yaml_int(loader, node)
+    text = str(node.value)
+    return value if text.lstrip("+") == str(value) else WrittenInt(value, text)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_LOADER = _Loader
 
 
 def load(path: Optional[str]) -> Config:

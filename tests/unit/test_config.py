@@ -119,7 +119,7 @@ def test_network_host_bits_are_masked(write_config) -> None:  # type: ignore[no-
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("5m", 300), ("1h", 3600), ("35d", 35 * 86400), (45, 45), ("1.5s", 1.5)],
+    [("30s", 30), ("5m", 300), ("1h", 3600), ("35d", 35 * 86400), ("1.5s", 1.5), ("250ms", 0.25)],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
