@@ -125,6 +125,21 @@ class Config:
     quotas: QuotaConfig = QuotaConfig()
 
 
+# Every key of the file, by the mapping that holds it ("" is the top level, [] a list's entries);
+# quotas.containers.<veid> has the keys of quotas.default.
+KEYS: dict[str, tuple[str, ...]] = {
+    "": ("containers", "network_classes", "networks_classes_file", "netfilter", "kernel", "state", "quotas"),
+    "containers": ("static", "discovery", "refresh_interval", "discovery_timeout"),
+    "containers.static[]": ("veid", "name", "ips", "interfaces"),
+    "network_classes[]": ("id", "name", "networks"),
+    "netfilter": ("backend", "manage_rules", "host_traffic"),
+    "kernel": KERNEL_SOURCES,
+    "state": ("file", "poll_interval", "retention"),
+    "quotas": ("classes", "default", "containers"),
+    "quotas.default": ("in", "out", "total"),
+}
+
+
 # --- scalar parsers -------------------------------------------------------
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -335,13 +350,13 @@ def _ifname(value: Any) -> str:
 def _containers(
     c: _Checker, raw: Any
 ) -> tuple[tuple[StaticContainer, ...], Optional[tuple[str, ...]], float, float]:
-    section = c.mapping(raw, "containers", ("static", "discovery", "refresh_interval", "discovery_timeout"))
+    section = c.mapping(raw, "containers", KEYS["containers"])
     static: list[StaticContainer] = []
     veids: dict[str, str] = {}
     owners: dict[str, str] = {}
     for i, entry in enumerate(c.sequence(section.get("static"), "containers.static")):
         path = f"containers.static[{i}]"
-        item = c.mapping(entry, path, ("veid", "name", "ips", "interfaces"))
+        item = c.mapping(entry, path, KEYS["containers.static[]"])
         if "veid" not in item:
             c.problem(path, "veid is required")
             continue
@@ -428,7 +443,7 @@ def _classes(c: _Checker, raw: Any, classes_file: Optional[str] = None) -> Class
     seen: set[int] = set()
     for i, entry in enumerate(c.sequence(raw, "network_classes")):
         path = f"network_classes[{i}]"
-        item = c.mapping(entry, path, ("id", "name", "networks"))
+        item = c.mapping(entry, path, KEYS["network_classes[]"])
         ident = item.get("id")
         if isinstance(ident, bool) or not isinstance(ident, int) or not 0 <= ident <= MAX_CLASS:
             c.problem(f"{path}.id", f"must be a class number 0..{MAX_CLASS}, not {ident!r}")
@@ -454,7 +469,7 @@ def _classes(c: _Checker, raw: Any, classes_file: Optional[str] = None) -> Class
 
 
 def _netfilter(c: _Checker, raw: Any) -> NetfilterConfig:
-    section = c.mapping(raw, "netfilter", ("backend", "manage_rules", "host_traffic"))
+    section = c.mapping(raw, "netfilter", KEYS["netfilter"])
     raw_backend = section.get("backend")
     # YAML 1.1 reads an unquoted off as false: the documented word is meant.
     backend = c.choice("off" if raw_backend is False else raw_backend, "netfilter.backend", BACKENDS, "auto")
@@ -473,7 +488,7 @@ def _netfilter(c: _Checker, raw: Any) -> NetfilterConfig:
 
 
 def _kernel(c: _Checker, raw: Any) -> KernelConfig:
-    section = c.mapping(raw, "kernel", KERNEL_SOURCES)
+    section = c.mapping(raw, "kernel", KEYS["kernel"])
     values: dict[str, Optional[bool]] = {}
     for key in KERNEL_SOURCES:
         value = section.get(key, "auto")
@@ -487,7 +502,7 @@ def _kernel(c: _Checker, raw: Any) -> KernelConfig:
 
 
 def _state(c: _Checker, raw: Any) -> StateConfig:
-    section = c.mapping(raw, "state", ("file", "poll_interval", "retention"))
+    section = c.mapping(raw, "state", KEYS["state"])
     default = StateConfig()
     file = default.file
     if section.get("file") is not None:
@@ -500,7 +515,7 @@ def _state(c: _Checker, raw: Any) -> StateConfig:
 
 
 def _quota(c: _Checker, raw: Any, path: str) -> Quota:
-    item = c.mapping(raw, path, ("in", "out", "total"))
+    item = c.mapping(raw, path, KEYS["quotas.default"])
     sizes = {
         key: c.convert(item[key], f"{path}.{key}", parse_size)
         for key in ("in", "out", "total")
@@ -510,7 +525,7 @@ def _quota(c: _Checker, raw: Any, path: str) -> Quota:
 
 
 def _quotas(c: _Checker, raw: Any, classes: ClassTable) -> QuotaConfig:
-    section = c.mapping(raw, "quotas", ("classes", "default", "containers"))
+    section = c.mapping(raw, "quotas", KEYS["quotas"])
     quota_classes: Optional[tuple[int, ...]] = None
     if section.get("classes") is not None:
         ids = []
@@ -535,21 +550,12 @@ def _quotas(c: _Checker, raw: Any, classes: ClassTable) -> QuotaConfig:
     return QuotaConfig(quota_classes, default, MappingProxyType(containers))
 
 
-TOP_LEVEL = (
-    "containers",
-    "network_classes",
-    "networks_classes_file",
-    "netfilter",
-    "kernel",
-    "state",
-    "quotas",
-)
 
 
 def validate(data: Any, source: str) -> Config:
     """Turn parsed YAML into a Config or raise ConfigError listing every problem."""
     c = _Checker()
-    top = c.mapping(data, "", TOP_LEVEL)
+    top = c.mapping(data, "", KEYS[""])
     static, discovery, refresh, discovery_timeout = _containers(c, top.get("containers"))
     classes_file = None
     if top.get("networks_classes_file") is not None:

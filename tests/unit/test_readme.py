@@ -6,9 +6,12 @@ import re
 from pathlib import Path
 
 from vz_traffic_exporter import cli
+from vz_traffic_exporter.config import DISCOVERY_SOURCES, KERNEL_SOURCES, KEYS, load
+from vz_traffic_exporter.exporter import BACKENDS
 from vz_traffic_exporter.exposition.collector import METRICS
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
 
 
 def table(heading: str) -> list[list[str]]:
@@ -42,3 +45,16 @@ def test_every_flag_is_documented() -> None:
     }
     documented = {row[0].split()[0].strip("`") for row in table("Running")}
     assert flags == documented
+
+
+def test_every_source_the_code_can_report_is_in_the_sources_table() -> None:
+    documented = {row[0].strip("`") for row in table("Sources")}
+    assert documented == {*DISCOVERY_SOURCES, *BACKENDS, *KERNEL_SOURCES}
+
+
+def test_the_example_configuration_shows_every_key_and_only_real_ones() -> None:
+    example = (ROOT / "config.example.yaml").read_text()
+    shown = set(re.findall(r"([a-z_]+):", example))  # keys in block or flow style, commented out or not
+    assert {key for keys in KEYS.values() for key in keys} - shown == set()
+    # Only real ones: unknown keys are errors, so the example loads only if every key in it is real.
+    assert load(str(ROOT / "config.example.yaml")).source.endswith("config.example.yaml")

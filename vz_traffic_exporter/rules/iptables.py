@@ -400,11 +400,20 @@ class _xtables_lock:
         self.path = path
         self.fd = -1
 
+    warned = False  # said once per process
+
     def __enter__(self) -> None:
         try:
             self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
         except OSError as err:
-            log.debug("xtables lock %s not taken: %s", self.path, err)
+            if not _xtables_lock.warned:
+                log.warning(
+                    "writing without the xtables lock: cannot open %s (%s); `iptables -w` users do not "
+                    "wait for us, and a commit that meets their change fails and is tried at the next read",
+                    self.path,
+                    err.strerror,
+                )
+                _xtables_lock.warned = True
             return
         fcntl.flock(self.fd, fcntl.LOCK_EX)
 
