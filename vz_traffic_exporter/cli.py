@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import logging
 import os
 import signal
@@ -142,7 +143,10 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
     args = parser.parse_intermixed_args(argv)
     command = tuple(args.command) or ("serve",)
     if command not in COMMANDS:
-        parser.error(f"unknown command {' '.join(command)!r}")
+        names = [" ".join(c) for c in COMMANDS]
+        close = difflib.get_close_matches(" ".join(command), names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        parser.error(f"unknown command {' '.join(command)!r}{hint} (commands: {', '.join(names)})")
     _setup_logging(args.log_level)
     config = _load(args)
     if config is None:
@@ -204,9 +208,8 @@ def _say_what_is_missing(exporter: Exporter, state_file: Optional[str]) -> None:
     if uid == 0:
         return
     nf = exporter.config.netfilter
-    # auto: every backend needs CAP_NET_ADMIN; the first one tried is nftables (iptables when adopting)
-    auto = "nftables" if nf.manage_rules else "iptables"
-    backend = {"off": None, "auto": auto}.get(nf.backend, nf.backend)
+    # auto: the exporter says it once itself when it cannot choose any backend for want of CAP_NET_ADMIN
+    backend = None if nf.backend in ("off", "auto") else nf.backend
     legacy = False
     # No working iptables: its backend fails anyway, with its own error.
     with contextlib.suppress(CommandError, ValueError):
@@ -230,6 +233,23 @@ def _serve(
         print("--web.telemetry-path must start with / and not be /", file=sys.stderr)
         return 2
 
+    # The addresses first: a server that cannot listen must not have touched the firewall.
+    renderer = collector.Renderer()
+    exporter: Optional[Exporter] = None
+
+    def metrics() -> bytes:
+        assert exporter is not None  # no request is served before the exporter is made
+        return renderer(exporter.poll())
+
+    app = http.make_app(metrics, args.telemetry_path, web, args.max_requests)
+    tls = None
+    if web is not None and web.config.tls is not None:
+        tls = lambda: web.current().context  # noqa: E731  (the context of the moment: renewed files apply)
+    try:
+        servers = http.bind(addresses, app, tls)
+    except OSError as err:
+        log.error("%s", err.strerror or err)
+        return 1
     try:
         exporter = Exporter(
             config,
@@ -243,6 +263,8 @@ def _serve(
         )
     except NotOurs as err:
         print(f"{config.source}: state.file: {err}", file=sys.stderr)
+        for server in servers:
+            server.server_close()
         return 2
     _say_what_is_missing(exporter, config.state.file)
     if exporter.keep_rules and exporter.backend_name():
@@ -250,17 +272,7 @@ def _serve(
             log.info("accounting rules in sync (%d changes)", exporter.sync_rules())
         except (CommandError, ValueError, RuntimeError, OSError) as err:
             log.error("could not install the accounting rules: %s", err)
-
-    renderer = collector.Renderer()
-    app = http.make_app(lambda: renderer(exporter.poll()), args.telemetry_path, web, args.max_requests)
-    tls = None
-    if web is not None and web.config.tls is not None:
-        tls = lambda: web.current().context  # noqa: E731  (the context of the moment: renewed files apply)
-    try:
-        servers = http.serve(addresses, app, tls)
-    except OSError as err:
-        log.error("cannot listen: %s", err)
-        return 1
+    http.start(servers, addresses)
 
     stop = threading.Event()
 

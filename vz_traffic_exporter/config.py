@@ -550,8 +550,6 @@ def _quotas(c: _Checker, raw: Any, classes: ClassTable) -> QuotaConfig:
     return QuotaConfig(quota_classes, default, MappingProxyType(containers))
 
 
-
-
 def validate(data: Any, source: str) -> Config:
     """Turn parsed YAML into a Config or raise ConfigError listing every problem."""
     c = _Checker()

@@ -13,6 +13,7 @@ dropped.  Growth it skips is still in the kernel counters for the next read.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Optional
 
-from . import discovery
+from . import discovery, privileges
 from .accounting import SERIES_PARTS, Accumulator, Observation, SeriesRow
 from .config import Config, QuotaConfig
 from .discovery import Container, Inventory
@@ -211,6 +212,14 @@ class Exporter:
         nf = self.config.netfilter
         if nf.backend != "auto":
             return None if nf.backend == "off" else nf.backend
+        if not privileges.may_admin_netfilter():  # one line, not every backend's own failure in turn
+            log.warning(
+                "netfilter accounting is off: every netfilter backend needs CAP_NET_ADMIN, which this "
+                "process (uid %d) does not have; grant it (AmbientCapabilities=CAP_NET_ADMIN in the systemd "
+                "unit) or run as root",
+                os.geteuid(),
+            )
+            return None
         if not nf.manage_rules:  # adopting the operator's own rules: they are iptables rules
             found = self.runner.which("iptables") is not None
             log.info("netfilter: %s", "adopting iptables rules" if found else "no iptables on PATH, off")

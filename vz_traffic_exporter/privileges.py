@@ -35,6 +35,14 @@ def own_capabilities() -> Optional[int]:
         return None
 
 
+def may_admin_netfilter() -> bool:
+    """Whether this process may read and change netfilter at all (root, or CAP_NET_ADMIN)."""
+    if os.geteuid() == 0:
+        return True
+    capabilities = own_capabilities()
+    return capabilities is not None and bool(capabilities >> CAP_NET_ADMIN & 1)
+
+
 def needed(backend: Optional[str], legacy: bool) -> list[int]:
     """The capabilities a netfilter backend needs (legacy: iptables on legacy tables)."""
     if backend is None:

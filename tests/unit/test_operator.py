@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 
-from vz_traffic_exporter import cli
+from tests.conftest import ReplayRunner
+from vz_traffic_exporter import cli, privileges
+from vz_traffic_exporter.config import load
+from vz_traffic_exporter.exporter import Exporter
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -71,3 +77,88 @@ def test_a_negative_request_limit_is_refused(capsys: pytest.CaptureFixture[str])
 def test_the_license_is_an_spdx_expression() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == "Apache-2.0"
+
+
+# --- errors that name the culprit ------------------------------------------------------------------------
+
+
+def test_an_unknown_command_suggests_the_closest_and_lists_them(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["chek-config"])
+    err = capsys.readouterr().err
+    assert "unknown command 'chek-config'; did you mean 'check-config'?" in err
+    assert "(commands: serve, dump, check-config, rules sync, rules remove, rules show)" in err
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1:99999", "'127.0.0.1:99999': port 99999 is out of range (1..65535)"),
+        ("127.0.0.1", "'127.0.0.1' is not host:port (:10057, 127.0.0.1:10057, [::1]:10057)"),
+    ],
+)
+def test_a_bad_listen_address_says_what_is_wrong(
+    capsys: pytest.CaptureFixture[str], address: str, why: str
+) -> None:
+    assert cli.main([f"--web.listen-address={address}", "serve"]) == 2
+    assert capsys.readouterr().err.strip() == f"--web.listen-address: {why}"
+
+
+def test_an_address_that_cannot_be_bound_is_named_and_the_firewall_left_alone(
+    write_config, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    runner = ReplayRunner({}, installed=("iptables", "ip6tables", "nft"))
+    config = write_config("netfilter: {backend: nftables}\nstate: {file: /nonexistent/state.json}\n")
+    try:
+        code = cli.main(["--config", config, f"--web.listen-address=127.0.0.1:{port}"], runner=runner)
+    finally:
+        taken.close()
+    assert code == 1
+    assert f'msg="cannot listen on 127.0.0.1:{port}: Address already in use"' in capsys.readouterr().err
+    assert runner.calls == []  # nothing synced: the address comes first
+
+
+def test_a_missing_tls_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config: {cert_file: server.crt, key_file: server.key}\n")
+    assert cli.main(["--web.config.file", str(web), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert f"cert_file {tmp_path}/server.crt: No such file or directory" in err
+
+
+def test_an_unknown_web_config_key_lists_the_expected_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_user: {}\n")
+    assert cli.main(["--web.config.file", str(web), "check-config"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"{web}: basic_auth_user: unknown key (expected one of: "
+        "tls_server_config, http_server_config, basic_auth_users)"
+    )
+
+
+def test_without_cap_net_admin_auto_says_one_clear_line_and_runs_nothing(
+    write_config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(privileges, "may_admin_netfilter", lambda: False)
+    runner = ReplayRunner({}, installed=("iptables", "ip6tables", "nft", "ipset"))
+    config = load(write_config("containers: {discovery: [static]}\nkernel: {interfaces: false}\n"))
+    with caplog.at_level(logging.INFO):
+        exporter = Exporter(config, runner, procfs="/nonexistent", sysfs="/nonexistent")
+        statuses = {s.name for s in exporter.poll().statuses}
+    assert exporter.backend_name() is None and statuses == {"static"}
+    lines = [r.getMessage() for r in caplog.records if "netfilter" in r.getMessage()]
+    assert lines == [
+        "netfilter accounting is off: every netfilter backend needs CAP_NET_ADMIN, which this process "
+        f"(uid {os.geteuid()}) does not have; grant it (AmbientCapabilities=CAP_NET_ADMIN in the systemd "
+        "unit) or run as root"
+    ]
+    backends = [
+        a for a, _ in runner.calls if a[0] in ("ipset", "iptables-save") or a == ("nft", "list", "tables")
+    ]
+    assert backends == []  # (the nft_counters kernel source still looks for Virtuozzo 9 tables)

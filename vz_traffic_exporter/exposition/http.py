@@ -244,35 +244,61 @@ class _QuietHandler(WSGIRequestHandler):
 def parse_listen_address(text: str) -> tuple[str, int]:
     """``:10057``, ``0.0.0.0:10057``, ``[::1]:10057``, ``localhost:10057``."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not host:port")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{text!r} is not host:port (:10057, 127.0.0.1:10057, [::1]:10057)")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: port {port} is out of range (1..65535)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
 
 
+def bind(
+    addresses: list[str], app: WSGIApp, tls: Optional[Callable[[], Optional[ssl.SSLContext]]] = None
+) -> list[WSGIServer]:
+    """One server bound to each listen address, not serving yet (see :func:`start`).
+
+    Raises OSError naming the address that cannot be bound; the ones bound before it are closed.
+    tls: the TLS context to serve with, asked at every connection (None: plain HTTP).
+    """
+    servers: list[WSGIServer] = []
+    try:
+        for text in addresses:
+            host, port = parse_listen_address(text)
+            try:
+                servers.append(_bind(host, port, app))
+            except OSError as err:
+                raise OSError(err.errno, f"cannot listen on {text}: {err.strerror}") from None
+            servers[-1].tls = tls  # type: ignore[attr-defined]
+    except BaseException:
+        for server in servers:
+            server.server_close()
+        raise
+    return servers
+
+
+def _bind(host: str, port: int, app: WSGIApp) -> WSGIServer:
+    if host == "":
+        try:
+            return make_server("::", port, app, server_class=_DualStackServer, handler_class=_QuietHandler)
+        except OSError:
+            return make_server("0.0.0.0", port, app, server_class=_Server, handler_class=_QuietHandler)
+    server_class = _V6Server if ":" in host else _Server
+    return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+
+
+def start(servers: list[WSGIServer], addresses: list[str]) -> None:
+    """Serve each bound server in a thread of its own."""
+    for server, text in zip(servers, addresses):
+        threading.Thread(target=server.serve_forever, name=f"http {text}", daemon=True).start()
+        tls = getattr(server, "tls", None)
+        log.info("listening on %s (%s)", text, "plain HTTP" if tls is None else "TLS")
+
+
 def serve(
     addresses: list[str], app: WSGIApp, tls: Optional[Callable[[], Optional[ssl.SSLContext]]] = None
 ) -> list[WSGIServer]:
-    """Start one server thread per listen address; raises OSError if one cannot bind.
-
-    tls: the TLS context to serve with, asked at every connection (None: plain HTTP).
-    """
-    servers = []
-    for text in addresses:
-        host, port = parse_listen_address(text)
-        if host == "":
-            try:
-                server: WSGIServer = make_server(
-                    "::", port, app, server_class=_DualStackServer, handler_class=_QuietHandler
-                )
-            except OSError:
-                server = make_server("0.0.0.0", port, app, server_class=_Server, handler_class=_QuietHandler)
-        else:
-            server_class = _V6Server if ":" in host else _Server
-            server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
-        server.tls = tls  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, name=f"http {text}", daemon=True).start()
-        log.info("listening on %s (%s)", text, "plain HTTP" if tls is None else "TLS")
-        servers.append(server)
+    """Bind every listen address, then serve them (raises OSError naming an address that cannot be bound)."""
+    servers = bind(addresses, app, tls)
+    start(servers, addresses)
     return servers

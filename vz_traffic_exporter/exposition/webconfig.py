@@ -51,6 +51,7 @@ CLIENT_AUTH = {
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
 UNSUPPORTED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert")
+TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
 TLS_KEYS = ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version")
 TOOLKIT_TLS_KEYS = (
     "cert",
@@ -85,7 +86,18 @@ class TlsConfig:
     max_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3
 
     def context(self) -> ssl.SSLContext:
-        """A server context with these files loaded (ssl.SSLError or OSError when one is bad)."""
+        """A server context with these files loaded (ssl.SSLError, or OSError naming a file that is bad)."""
+        for key, name in (
+            ("cert_file", self.cert_file),
+            ("key_file", self.key_file),
+            ("client_ca_file", self.client_ca_file),
+        ):
+            if name is not None:
+                try:
+                    with open(name, "rb"):
+                        pass
+                except OSError as err:
+                    raise OSError(err.errno, f"{key} {name}: {err.strerror}") from None
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = self.min_version
         ctx.maximum_version = self.max_version
@@ -116,8 +128,12 @@ def parse(data: Any, path: str) -> WebConfig:
     if not isinstance(data, dict):
         raise WebConfigError(path, ["must be a mapping"])
     for key in data:
-        if key not in ("tls_server_config", "http_server_config", "basic_auth_users"):
-            why = "is not supported by this exporter" if key == "rate_limit" else "unknown key"
+        if key not in TOP_KEYS:
+            why = (
+                "is not supported by this exporter"
+                if key == "rate_limit"
+                else f"unknown key (expected one of: {', '.join(TOP_KEYS)})"
+            )
             problems.append(f"{key}: {why}")
     tls = _tls(data.get("tls_server_config"), base, problems)
     headers = _http(data.get("http_server_config"), problems)
@@ -231,8 +247,9 @@ def load(path: str) -> WebConfig:
     try:
         return replace(config, context=config.tls.context())
     except (ssl.SSLError, OSError, ValueError) as err:
+        why = err.strerror if isinstance(err, OSError) and not isinstance(err, ssl.SSLError) else str(err)
         raise WebConfigError(
-            path, [f"tls_server_config: cannot load the certificate or key: {err}"]
+            path, [f"tls_server_config: cannot load the certificate or key: {why}"]
         ) from None
 
 
