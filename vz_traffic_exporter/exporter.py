@@ -156,6 +156,7 @@ class Exporter:
             log.info("new boot since the state was saved: %d kernel counters start again from zero", absorbed)
         self.state = state if save_state else None
         self._save_failed = ""  # why the last save failed
+        self._nothing_said = ""  # why nothing is counted, as last said
         self._exclusive_seen: dict[tuple[str, ...], tuple[int, int]] = {}  # see _exclusive_nft
         self._saved_changes = -1
         self._found: dict[str, Sequence[Container]] = {}
@@ -358,6 +359,31 @@ class Exporter:
         self._inventory = discovery.merge(self._found.get(s.name, ()) for s in self.discovery)
         discovery.report_conflicts(before, self._inventory.conflicts)
 
+    def _say_if_nothing_is_counted(self, snap: Snapshot) -> None:
+        """Say once, when it starts, that this node counts nothing, and why."""
+        why = ""
+        up = {s.name: s.up for s in snap.statuses}
+        if not snap.inventory.containers:
+            sources = ", ".join(s.name for s in self.discovery) or "none"
+            why = (
+                f"no containers found (discovery sources: {sources}): nothing is counted; list them in "
+                "containers.static, or see why the discovery sources find none"
+            )
+        elif (
+            self.config.netfilter.manage_rules
+            and self.backend_name() is not None
+            and up.get(str(self.backend_name()))
+            and snap.inventory.owners
+            and not self._nf_readings
+        ):
+            why = (
+                f"no accounting objects of the {self.backend_name()} backend are installed: netfilter counts "
+                "nothing; run `vz-traffic-exporter rules sync`, or start `serve`, which keeps them"
+            )
+        if why and why != self._nothing_said:
+            log.warning("%s", why)
+        self._nothing_said = why
+
     def poll(self, persist: bool = False) -> Snapshot:
         """Read every source; persist: save the state whatever the read found."""
         generation = self._generation
@@ -365,6 +391,7 @@ class Exporter:
             if self._generation != generation and self._snapshot is not None and not persist:
                 return self._snapshot  # another caller read while we waited
             self._snapshot = self._poll()
+            self._say_if_nothing_is_counted(self._snapshot)
             self._generation += 1
             if persist or self.accumulator.changes != self._saved_changes:
                 self.save()

@@ -14,6 +14,7 @@ from tests.conftest import ReplayRunner
 from vz_traffic_exporter import cli, privileges
 from vz_traffic_exporter.config import load
 from vz_traffic_exporter.exporter import Exporter
+from vz_traffic_exporter.runner import CommandError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -162,3 +163,38 @@ def test_without_cap_net_admin_auto_says_one_clear_line_and_runs_nothing(
         a for a, _ in runner.calls if a[0] in ("ipset", "iptables-save") or a == ("nft", "list", "tables")
     ]
     assert backends == []  # (the nft_counters kernel source still looks for Virtuozzo 9 tables)
+
+
+# --- nothing counted, nothing said ---------------------------------------------------------------------
+
+
+def test_no_containers_is_said_once(write_config, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    config = load(write_config("containers: {discovery: [static]}\nnetfilter: {backend: 'off'}\n"))
+    exporter = Exporter(config, ReplayRunner({}, installed=()), procfs="/nonexistent", sysfs="/nonexistent")
+    with caplog.at_level(logging.WARNING):
+        exporter.poll()
+        exporter.poll()
+    assert [r.getMessage() for r in caplog.records] == [
+        "no containers found (discovery sources: static): nothing is counted; list them in "
+        "containers.static, or see why the discovery sources find none"
+    ]
+
+
+def test_no_accounting_objects_are_said(write_config, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    missing = CommandError(["nft"], 1, "Error: No such file or directory; did you mean table 'filter'?")
+    runner = ReplayRunner(
+        {("nft", "list", "tables"): "", ("nft", "-j", "list", "table", "inet", "vz_traffic"): missing},
+        installed=("nft",),
+    )
+    config = load(
+        write_config(
+            "containers: {static: [{veid: '101', ips: [192.0.2.11]}], discovery: [static]}\n"
+            "netfilter: {backend: nftables}\nkernel: {interfaces: false, nft_counters: false}\n"
+        )
+    )
+    exporter = Exporter(config, runner, procfs="/nonexistent", sysfs="/nonexistent")
+    with caplog.at_level(logging.WARNING):
+        snapshot = exporter.poll()
+    assert {s.name: s.up for s in snapshot.statuses} == {"static": True, "nftables": True}
+    assert "no accounting objects of the nftables backend are installed" in caplog.text
+    assert "run `vz-traffic-exporter rules sync`, or start `serve`" in caplog.text
