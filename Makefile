@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all demo demo-stop test lint typecheck unit integration bench deps venv clean package fuzz
+.PHONY: all demo demo-stop test lint typecheck unit integration bench deps demo-deps venv clean package fuzz
 
 all: test
 
 deps:
-	@./scripts/install-deps
+	@./scripts/install-deps test
+
+demo-deps:
+	@./scripts/install-deps demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,11 +51,11 @@ bench: deps venv
 package: venv
 	./scripts/build-packages
 
-demo: deps venv
+demo: demo-deps venv
 	$(BIN)/python -m netlab.demo
 
 demo-stop: venv
 	$(BIN)/python -m netlab.demo --stop
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis .demo

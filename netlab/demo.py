@@ -126,12 +126,12 @@ def _print_summary(totals: dict[tuple[str, str, str, str], float], veids: list[s
 
 
 def stop() -> None:
+    leftovers = leftover_namespaces(PREFIX)  # counted before a running demo removes its own
     pidfile = STATE / "demo.pid"
     if pidfile.exists():
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pidfile.read_text()), signal.SIGTERM)
             time.sleep(2)
-    leftovers = leftover_namespaces(PREFIX)
     Lab(PREFIX, default_containers(PREFIX)).destroy()
     socat_pid = STATE / "socat.pid"
     if socat_pid.exists():
@@ -170,6 +170,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     STATE.mkdir(exist_ok=True)
+    (STATE / "state.json").unlink(missing_ok=True)  # each demo starts from zero
     (STATE / "demo.pid").write_text(str(os.getpid()))
     try:
         print("building the lab: node, containers 101-103, peers ...")

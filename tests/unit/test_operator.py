@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -198,3 +199,42 @@ def test_no_accounting_objects_are_said(write_config, caplog: pytest.LogCaptureF
     assert {s.name: s.up for s in snapshot.statuses} == {"static": True, "nftables": True}
     assert "no accounting objects of the nftables backend are installed" in caplog.text
     assert "run `vz-traffic-exporter rules sync`, or start `serve`" in caplog.text
+
+
+# --- what make test and make demo install --------------------------------------------------------------
+
+
+def install_deps(*args: str) -> list[str]:
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "install-deps"), *args], capture_output=True, text=True, check=True
+    ).stdout
+    return out.split()
+
+
+def test_the_demo_installs_a_subset_of_what_the_tests_install() -> None:
+    demo, tests = install_deps("list-demo"), install_deps("list-test")
+    assert set(demo) < set(tests)
+    assert not {"prometheus", "prometheus-alertmanager", "rpm"} & set(demo)
+
+
+def test_a_service_the_tests_install_is_left_disabled(tmp_path: Path) -> None:
+    """install-deps against stand-ins for dpkg-query, apt-get and systemctl that record their calls."""
+    calls = tmp_path / "calls"
+    for tool, body in (
+        ("dpkg-query", 'case "$*" in *prometheus*) exit 1;; *) echo "install ok installed";; esac'),
+        ("apt-get", 'echo "apt-get $*" >> ' + str(calls)),
+        ("systemctl", 'echo "systemctl $*" >> ' + str(calls)),
+        ("id", "echo 0"),
+    ):
+        (tmp_path / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / tool).chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    subprocess.run([str(ROOT / "scripts" / "install-deps"), "test"], env=env, check=True, capture_output=True)
+    recorded = calls.read_text().splitlines()
+    assert "apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager" in recorded
+    for service in ("prometheus", "prometheus-alertmanager"):
+        assert f"systemctl stop {service}.service" in recorded
+        assert f"systemctl disable {service}.service" in recorded
+    calls.unlink()
+    subprocess.run([str(ROOT / "scripts" / "install-deps"), "demo"], env=env, check=True, capture_output=True)
+    assert not calls.exists()  # the demo's packages are all there: nothing installed, nothing disabled
