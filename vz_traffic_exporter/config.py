@@ -11,7 +11,7 @@ import ipaddress
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from types import MappingProxyType
@@ -105,9 +105,12 @@ class QuotaConfig:
                 found[direction] = size
         return found
 
-    def counted_classes(self) -> tuple[int, ...]:
-        """The classes whose traffic counts toward quotas: the configured ones, else every possible class."""
-        return self.classes if self.classes is not None else tuple(range(MAX_CLASS + 1))
+    def counted_classes(self, present: Iterable[int] = ()) -> tuple[int, ...]:
+        """The classes whose traffic counts toward quotas: quotas.classes, else every class there is.
+
+        present: the classes of this node (configured, or seen counting).
+        """
+        return self.classes if self.classes is not None else tuple(sorted(set(present)))
 
 
 @dataclass(frozen=True)

@@ -238,3 +238,33 @@ def test_a_service_the_tests_install_is_left_disabled(tmp_path: Path) -> None:
     calls.unlink()
     subprocess.run([str(ROOT / "scripts" / "install-deps"), "demo"], env=env, check=True, capture_output=True)
     assert not calls.exists()  # the demo's packages are all there: nothing installed, nothing disabled
+
+
+# --- metric noise -----------------------------------------------------------------------------------------
+
+
+def test_resets_only_for_counting_sources_and_the_quota_classes_of_this_node(
+    write_config, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(
+        "containers: {static: [{veid: '101', ips: [192.0.2.11]}], discovery: [static]}\n"
+        "network_classes: [{id: 1, networks: [198.51.100.0/24]}]\n"
+        "netfilter: {backend: 'off'}\n"
+        "kernel: {interfaces: true, venetstat: false, vznetstat: false, nft_counters: false}\n"
+    )
+    argv = [
+        "--config",
+        config,
+        "dump",
+        "--path.procfs=/nonexistent",
+        f"--path.sysfs={ROOT / 'tests/fixtures/sys'}",
+    ]
+    assert cli.main(argv, runner=ReplayRunner({}, installed=())) == 0
+    text = capsys.readouterr().out
+    resets = [line for line in text.splitlines() if line.startswith("vz_traffic_counter_resets_total{")]
+    assert resets == ['vz_traffic_counter_resets_total{source="interfaces"} 0.0']
+    classes = [line for line in text.splitlines() if line.startswith("vz_traffic_quota_class_info{")]
+    assert classes == [
+        'vz_traffic_quota_class_info{class="0"} 1.0',
+        'vz_traffic_quota_class_info{class="1"} 1.0',
+    ]

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from ..accounting import SeriesKey
-from ..config import QuotaConfig
+from ..config import DISCOVERY_SOURCES, QuotaConfig
 from ..discovery import Container
 from ..discovery.parsing import text_of
 from ..exporter import Snapshot
@@ -249,14 +249,19 @@ class TrafficCollector(Collector):
         fam = {name: _family(name) for name in METRICS if name not in TEXT_FAMILIES}
         for klass in snap.classes.classes:
             fam["vz_traffic_class_info"].add_metric([str(klass.id), klass.name], 1)
-        for ident in snap.quotas.counted_classes():
+        # Unset quotas.classes: every class counts, so every class of this node is listed (the
+        # configured ones, and any that a kernel source counts in).
+        present = {*snap.classes.ids(), *(int(key[3]) for key, _, _ in snap.ip_series)}
+        present.update(c.klass for c in snap.container_series)
+        for ident in snap.quotas.counted_classes(present):
             fam["vz_traffic_quota_class_info"].add_metric([str(ident)], 1)
         for status in snap.statuses:
             fam["vz_traffic_source_up"].add_metric([status.name], 1 if status.up else 0)
             fam["vz_traffic_source_duration_seconds"].add_metric([status.name], status.duration)
         resets = dict(snap.resets)
         for status in snap.statuses:
-            resets.setdefault(status.name, 0)
+            if status.name not in DISCOVERY_SOURCES:  # discovery counts nothing and cannot reset
+                resets.setdefault(status.name, 0)
         for source, count in sorted(resets.items()):
             fam["vz_traffic_counter_resets_total"].add_metric([source], count)
         yield from (family for family in fam.values() if family.samples)
