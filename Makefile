@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all demo demo-stop test lint typecheck unit integration bench deps demo-deps venv clean package fuzz
+.PHONY: all demo demo-stop test lint typecheck unit integration bench deps demo-deps venv clean package sdist fuzz
 
 all: test
 
@@ -16,7 +16,7 @@ demo-deps:
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' || { echo "pip builds python-iptables, which needs gcc, python3-dev and python3-venv (apt-get install gcc python3-dev python3-venv)" >&2; exit 1; }
 	@touch $@
 
 venv: $(BIN)/.installed
@@ -50,6 +50,13 @@ bench: deps venv
 
 package: venv
 	./scripts/build-packages
+
+# A source archive for pip on a host without a checkout (docs/install.md): the committed tree.
+sdist:
+	@mkdir -p dist
+	git archive --format=tar.gz --prefix=vz-traffic-exporter/ -o dist/vz-traffic-exporter.tar.gz HEAD
+	@echo dist/vz-traffic-exporter.tar.gz
+
 
 demo: demo-deps venv
 	$(BIN)/python -m netlab.demo
