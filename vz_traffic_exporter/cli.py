@@ -250,6 +250,14 @@ def _serve(
     except OSError as err:
         log.error("%s", err.strerror or err)
         return 1
+    stop = threading.Event()  # a SIGTERM during the start (the rules sync) ends it after the start
+
+    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         exporter = Exporter(
             config,
@@ -274,14 +282,6 @@ def _serve(
             log.error("could not install the accounting rules: %s", err)
     http.start(servers, addresses)
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     # Background reads catch resets and save the state even when nobody scrapes.
     while not stop.wait(config.state.poll_interval):
         exporter.poll(persist=True)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from socketserver import ThreadingMixIn
 from typing import Any, Callable, Optional
-from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -256,9 +256,11 @@ def parse_listen_address(text: str) -> tuple[str, int]:
 def bind(
     addresses: list[str], app: WSGIApp, tls: Optional[Callable[[], Optional[ssl.SSLContext]]] = None
 ) -> list[WSGIServer]:
-    """One server bound to each listen address, not serving yet (see :func:`start`).
+    """One server bound to each listen address, not listening yet (see :func:`start`).
 
-    Raises OSError naming the address that cannot be bound; the ones bound before it are closed.
+    A port another process listens on fails here, before anything else is
+    done; connections are refused, not queued, until :func:`start`.  Raises
+    OSError naming the address; the ones bound before it are closed.
     tls: the TLS context to serve with, asked at every connection (None: plain HTTP).
     """
     servers: list[WSGIServer] = []
@@ -266,9 +268,10 @@ def bind(
         for text in addresses:
             host, port = parse_listen_address(text)
             try:
-                servers.append(_bind(host, port, app))
+                servers.append(_bind(host, port))
             except OSError as err:
                 raise OSError(err.errno, f"cannot listen on {text}: {err.strerror}") from None
+            servers[-1].set_app(app)
             servers[-1].tls = tls  # type: ignore[attr-defined]
     except BaseException:
         for server in servers:
@@ -277,19 +280,28 @@ def bind(
     return servers
 
 
-def _bind(host: str, port: int, app: WSGIApp) -> WSGIServer:
+def _bind(host: str, port: int) -> WSGIServer:
+    def bound(server_class: type[_Server], address: str) -> WSGIServer:
+        server = server_class((address, port), _QuietHandler, bind_and_activate=False)
+        try:
+            server.server_bind()
+        except BaseException:
+            server.server_close()
+            raise
+        return server
+
     if host == "":
         try:
-            return make_server("::", port, app, server_class=_DualStackServer, handler_class=_QuietHandler)
+            return bound(_DualStackServer, "::")
         except OSError:
-            return make_server("0.0.0.0", port, app, server_class=_Server, handler_class=_QuietHandler)
-    server_class = _V6Server if ":" in host else _Server
-    return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+            return bound(_Server, "0.0.0.0")
+    return bound(_V6Server if ":" in host else _Server, host)
 
 
 def start(servers: list[WSGIServer], addresses: list[str]) -> None:
-    """Serve each bound server in a thread of its own."""
+    """Listen on each bound server and serve it in a thread of its own."""
     for server, text in zip(servers, addresses):
+        server.server_activate()
         threading.Thread(target=server.serve_forever, name=f"http {text}", daemon=True).start()
         tls = getattr(server, "tls", None)
         log.info("listening on %s (%s)", text, "plain HTTP" if tls is None else "TLS")
