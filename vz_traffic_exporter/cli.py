@@ -36,6 +36,7 @@ COMMANDS = {
     ("rules", "sync"): "install or update the managed accounting rules",
     ("rules", "remove"): "remove every trace of the managed rules",
     ("rules", "show"): "print the managed rules with their counters",
+    ("report",): "exact traffic per container and period, from Prometheus",
 }
 
 
@@ -117,6 +118,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--path.sysfs", dest="sysfs", default="/sys", metavar="DIR", help="sysfs mount point (default /sys)"
     )
+    report = p.add_argument_group("report")
+    for flag, dest, metavar, text in (
+        ("--prometheus.url", "prometheus_url", "URL", "the query API's URL (required)"),
+        ("--prometheus.user", "prometheus_user", "NAME", "basic auth user"),
+        ("--prometheus.password-file", "prometheus_password_file", "FILE", "basic auth password"),
+        ("--prometheus.bearer-token-file", "prometheus_bearer_token_file", "FILE", "bearer token"),
+        ("--prometheus.ca-file", "prometheus_ca_file", "FILE", "CA of the server's certificate"),
+        ("--prometheus.cert-file", "prometheus_cert_file", "FILE", "client certificate"),
+        ("--prometheus.key-file", "prometheus_key_file", "FILE", "its key"),
+        ("--month", "month", "YYYY-MM", "a UTC calendar month (default: the last complete one)"),
+        ("--from", "start", "RFC3339", "the period's start (with --to)"),
+        ("--to", "end", "RFC3339", "the period's end, not included"),
+        ("--classes", "classes", "1,2", "classes to count (default: the quota classes)"),
+        ("--selector", "selector", "MATCHERS", "label matchers of the exporters' series: '{job=\"vz\"}'"),
+        ("--output", "output", "FILE", "write here instead of stdout"),
+    ):
+        report.add_argument(flag, dest=dest, metavar=metavar, help=text)
+    report.add_argument(
+        "--prometheus.header",
+        dest="prometheus_headers",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="an extra HTTP header (a tenant header), repeatable",
+    )
+    report.add_argument("--step", choices=["month", "day", "hour"], help="one row per month, day or hour")
+    report.add_argument("--veid", dest="veids", action="append", metavar="V", help="a container, repeatable")
+    report.add_argument("--format", dest="fmt", choices=["table", "csv", "json", "html"], default="table")
     p.add_argument("--version", action="version", version=f"vz-traffic-exporter {__version__}")
     return p
 
@@ -148,6 +177,8 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
         hint = f"; did you mean {close[0]!r}?" if close else ""
         parser.error(f"unknown command {' '.join(command)!r}{hint} (commands: {', '.join(names)})")
     _setup_logging(args.log_level)
+    if command == ("report",):
+        return _report(args)
     config = _load(args)
     if config is None:
         return 2
@@ -173,6 +204,59 @@ def main(argv: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) 
     if command[0] == "rules":
         return _rules(command[1], Exporter(config, runner, procfs=args.procfs, sysfs=args.sysfs))
     return _serve(args, config, runner, web)
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Exit 0, 1 when the server failed or answered nonsense (one line), 2 for bad usage."""
+    from datetime import datetime, timezone
+
+    from .report import Report
+    from .report.formats import render
+    from .report.periods import UsageError, period
+    from .report.promapi import Client, ServerError
+
+    try:
+        if not args.prometheus_url:
+            raise UsageError("report needs --prometheus.url")
+        begin, finish = period(args.month, args.start, args.end, datetime.now(timezone.utc))
+        classes = None
+        if args.classes:
+            classes = {c.strip() for c in args.classes.split(",") if c.strip()}
+            if not all(c.isdigit() and int(c) <= 15 for c in classes):
+                raise UsageError(f"--classes: {args.classes!r} is not a list of class numbers 0..15")
+        client = Client.build(
+            args.prometheus_url,
+            user=args.prometheus_user,
+            password_file=args.prometheus_password_file,
+            bearer_token_file=args.prometheus_bearer_token_file,
+            ca_file=args.prometheus_ca_file,
+            cert_file=args.prometheus_cert_file,
+            key_file=args.prometheus_key_file,
+            headers=args.prometheus_headers,
+        )
+        report = Report(client, args.selector, progress=not sys.stderr.isatty())
+    except (UsageError, ValueError) as err:
+        print(f"report: {err}", file=sys.stderr)
+        return 2
+    try:
+        found = report.run(begin, finish, args.step, classes, set(args.veids) if args.veids else None)
+    except ServerError as err:
+        print(f"report: {err}", file=sys.stderr)
+        return 1
+    for warning in report.warnings:
+        print(f"report: warning: {warning}", file=sys.stderr)
+    title = f"Traffic from {args.prometheus_url}, {begin:%Y-%m-%d %H:%M} to {finish:%Y-%m-%d %H:%M} UTC"
+    text = render(found, args.fmt, title)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as err:
+            print(f"report: --output: {args.output}: {err.strerror}", file=sys.stderr)
+            return 1
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def _rules(action: str, exporter: Exporter) -> int:

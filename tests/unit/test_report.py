@@ -1,0 +1,194 @@
+"""report: the exact rule, the periods, the formats, and every way a server can fail."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, Callable
+
+import pytest
+
+from vz_traffic_exporter import cli
+from vz_traffic_exporter.report.compute import Row, SeriesUse, chosen, increase, rows
+from vz_traffic_exporter.report.formats import as_csv, as_json
+from vz_traffic_exporter.report.periods import UsageError, boundaries, period, stamp
+
+UTC = timezone.utc
+
+
+@pytest.mark.parametrize(
+    ("samples", "expected"),
+    [
+        ([(0, 100), (10, 150), (20, 400)], (300, 0)),  # value(t1) - value(t0)
+        ([(5, 100), (10, 150), (20, 400)], (400, 0)),  # no sample at or before t0: from 0
+        ([(0, 100), (10, 150), (15, 30), (20, 90)], (50 + 30 + 60, 1)),  # a drop counts the value after it
+        ([(0, 100), (10, 150), (20, 400), (21, 500)], (300, 0)),  # after t1: the next period's
+        ([(-5, 7), (0, 100)], (0, 0)),  # nothing in (t0, t1]
+        ([(0, 2.0**53), (10, 2.0**53 + 2)], (2, 0)),  # exact up to 2**53
+    ],
+)
+def test_a_series_traffic_in_a_period(samples: list[tuple[float, float]], expected: tuple[int, int]) -> None:
+    assert increase(samples, 0, 20) == expected
+
+
+def test_per_address_series_win_over_kernel_series_per_instance_and_container() -> None:
+    ip = SeriesUse("101", "in", "1", "job/a", True)
+    kernel_a = SeriesUse("101", "in", "1", "job/a", False)
+    kernel_b = SeriesUse("101", "in", "1", "job/b", False)  # another node: no per-address series there
+    assert chosen([ip, kernel_a, kernel_b]) == {ip, kernel_b}
+
+
+def test_rows_sum_addresses_instances_and_classes_with_a_total() -> None:
+    traffic = {
+        SeriesUse("101", "in", "1", "job/a", True): (100, 0),
+        SeriesUse("101", "in", "2", "job/a", True): (10, 0),
+        SeriesUse("101", "out", "1", "job/b", True): (7, 1),
+        SeriesUse("101", "out", "0", "job/b", True): (1000, 0),  # class 0: not counted
+        SeriesUse("102", "in", "1", "job/a", True): (5, 0),
+    }
+    got = rows("S", "E", traffic, {"1", "2"}, {("101", "total"): 200}, None)
+    assert [(r.veid, r.direction, r.bytes, r.quota_bytes, r.resets) for r in got] == [
+        ("101", "in", 110, None, 0),
+        ("101", "out", 7, None, 1),
+        ("101", "total", 117, 200, 1),
+        ("102", "in", 5, None, 0),
+        ("102", "out", 0, None, 0),
+        ("102", "total", 5, None, 0),
+    ]
+    assert [r.veid for r in rows("S", "E", traffic, None, {}, {"102"})] == ["102"] * 3
+
+
+def test_periods_and_boundaries() -> None:
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    assert period(None, None, None, now) == (
+        datetime(2026, 10, 1, tzinfo=UTC),
+        datetime(2026, 11, 1, tzinfo=UTC),
+    )
+    assert period("2025-12", None, None, now)[1] == datetime(2026, 1, 1, tzinfo=UTC)
+    begin, end = period(None, "2026-10-31T22:00:00Z", "2026-11-01T02:00:00+01:00", now)
+    assert [stamp(t) for t in boundaries(begin, end, "hour")] == [
+        "2026-10-31T22:00:00Z",
+        "2026-10-31T23:00:00Z",
+        "2026-11-01T00:00:00Z",
+        "2026-11-01T01:00:00Z",
+    ]
+    assert [stamp(t) for t in boundaries(*period("2026-10", None, None, now), "day")][-2:] == [
+        "2026-10-31T00:00:00Z",
+        "2026-11-01T00:00:00Z",
+    ]
+    for args, why in (
+        (("2026-13", None, None), "not a month"),
+        ((None, "2026-11-01T00:00:00", "2026-11-02T00:00:00Z"), "no time zone"),
+        ((None, "2026-11-02T00:00:00Z", "2026-11-01T00:00:00Z"), "the period is empty"),
+        (("2026-12", None, None), "ends in the future"),
+        (("2026-10", "2026-10-01T00:00:00Z", None), "exclude each other"),
+    ):
+        with pytest.raises(UsageError, match=why):
+            period(*args, now)
+
+
+def test_bytes_are_integers_in_csv_and_json() -> None:
+    big = [Row("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z", "101", "in", 12345678901234, None, 0)]
+    assert as_csv(big).splitlines() == [
+        "start,end,veid,direction,bytes,quota_bytes,resets",
+        "2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,101,in,12345678901234,,0",
+    ]
+    assert json.loads(as_json(big)) == [
+        {
+            "start": "2026-10-01T00:00:00Z",
+            "end": "2026-11-01T00:00:00Z",
+            "veid": "101",
+            "direction": "in",
+            "bytes": 12345678901234,
+            "quota_bytes": None,
+            "resets": 0,
+        }
+    ]
+    assert "e+" not in as_json(big) and "e+" not in as_csv(big)
+
+
+# --- a server that answers as told ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[[Callable[[BaseHTTPRequestHandler], None]], str]]:
+    started: list[HTTPServer] = []
+
+    def start(answer: Callable[[BaseHTTPRequestHandler], None]) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                answer(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        httpd = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        started.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield start
+    for httpd in started:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def send(status: int, body: bytes) -> Callable[[BaseHTTPRequestHandler], None]:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return answer
+
+
+def report(capsys: pytest.CaptureFixture[str], url: str, *extra: str) -> tuple[int, str, str]:
+    code = cli.main(["report", f"--prometheus.url={url}", "--month=2026-10", *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (send(401, b"Unauthorized\n"), "HTTP 401 Unauthorized"),
+        (send(200, b"<html>a login page</html>"), "the answer is not JSON"),
+        (send(200, b'{"status": "error", "error": "bad query"}'), "not a query result: bad query"),
+        (
+            send(422, b'{"status": "error", "error": "query processing would load too many samples"}'),
+            "too many samples",
+        ),
+        (
+            send(200, b'{"status": "success", "data": {"resultType": "matrix", "result": []}}'),
+            "expected a vector",
+        ),
+    ],
+)
+def test_a_server_that_fails_or_answers_nonsense_is_one_line_and_exit_1(
+    server: Any, capsys: pytest.CaptureFixture[str], answer: Any, why: str
+) -> None:
+    code, out, err = report(capsys, server(answer))
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and why in err and "Traceback" not in err
+
+
+def test_an_unreachable_server_and_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = report(capsys, "http://127.0.0.1:9")
+    assert code == 1 and "cannot connect" in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["report", "--month=2026-10"]) == 2
+    assert "report needs --prometheus.url" in capsys.readouterr().err
+    assert cli.main(["report", "--prometheus.url=ftp://x", "--month=2026-10"]) == 2
+    assert "is not an http:// or https:// URL" in capsys.readouterr().err
+    assert cli.main(["report", "--prometheus.url=http://x", "--month=2099-01"]) == 2
+    assert "ends in the future" in capsys.readouterr().err
+
+
+def test_an_empty_result_is_a_report_with_no_rows(server: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = send(200, b'{"status": "success", "data": {"resultType": "vector", "result": []}}')
+    code, out, _ = report(capsys, server(empty), "--format=csv")
+    assert code == 0 and out == "start,end,veid,direction,bytes,quota_bytes,resets\n"

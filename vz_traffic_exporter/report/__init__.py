@@ -1,0 +1,170 @@
+"""``report``: exact traffic per container and period, from a server of the Prometheus query API.
+
+How each series' traffic is taken (see :mod:`.compute` for the rule):
+
+- its value at each boundary is its last sample at or before it
+  (``last_over_time`` over a short window; a series not seen there is
+  asked again over a long one);
+- where ``resets`` sees a drop in a period, the raw samples of that series
+  in that period are read and summed drop by drop;
+- per instance and container, the per-address netfilter series count where
+  there are any, else the kernel per-container series;
+- the classes: ``--classes``, else those in ``vz_traffic_quota_class_info``
+  at the end of the period, else every class.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Optional
+
+from .compute import Row, SeriesUse, chosen, difference, increase, rows, use_of
+from .periods import boundaries, stamp
+from .promapi import Client, ServerError
+
+METRICS = {"vz_traffic_ip_bytes_total": True, "vz_traffic_container_bytes_total": False}  # -> per address
+SHORT = 600  # s: the window in which a scraped series has its last sample
+LONG = 40 * 86400  # s: how far back a series not seen in SHORT is looked for (retention is 35 days)
+BATCH = 200  # containers per query that names them
+
+Key = tuple[str, tuple[tuple[str, str], ...]]  # (metric, sorted labels)
+
+
+def matchers(selector: Optional[str]) -> str:
+    """The matchers inside a selector like '{job="vz"}' (ValueError when it is not one)."""
+    if not selector:
+        return ""
+    text = selector.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        raise ValueError(f"--selector: {selector!r} is not a label matcher like '{{job=\"vz-traffic\"}}'")
+    return text[1:-1].strip().rstrip(",")
+
+
+def _key(metric: str, labels: dict[str, str]) -> Key:
+    return metric, tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+
+
+def _select(metric: str, inner: str, extra: str = "") -> str:
+    parts = [p for p in (inner, extra) if p]
+    return f"{metric}{{{', '.join(parts)}}}"
+
+
+def _veids(veids: Iterable[str]) -> Iterable[str]:
+    names = sorted(set(veids))
+    for i in range(0, len(names), BATCH):
+        yield 'veid=~"' + "|".join(re.escape(v).replace("\\", "\\\\") for v in names[i : i + BATCH]) + '"'
+
+
+class Report:
+    def __init__(self, client: Client, selector: Optional[str], progress: bool = False) -> None:
+        self.client = client
+        self.inner = matchers(selector)
+        self.progress = progress
+        self.warnings: list[str] = []
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            print(text, file=sys.stderr, flush=True)
+
+    def _values(self, at: datetime, window: int, extra: str = "") -> dict[Key, float]:
+        found = {}
+        for metric in METRICS:
+            expr = f"last_over_time({_select(metric, self.inner, extra)}[{window}s])"
+            for labels, value in self.client.query(expr, at):
+                found[_key(metric, labels)] = value
+        return found
+
+    def values(self, cuts: Sequence[datetime]) -> list[dict[Key, float]]:
+        """Each series' value (its last sample) at each boundary."""
+        at = [self._values(t, SHORT) for t in cuts]
+        every = {key for values in at for key in values}
+        for i, t in enumerate(cuts):
+            missing = every - at[i].keys()
+            if not missing:
+                continue
+            for extra in _veids(dict(key[1]).get("veid", "") for key in missing):
+                for key, value in self._values(t, LONG, extra).items():
+                    if key in missing:
+                        at[i][key] = value
+            self._say(f"report: boundary {stamp(t)}: {len(missing)} series looked for further back")
+        return at
+
+    def traffic(self, cuts: Sequence[datetime]) -> list[dict[SeriesUse, tuple[int, int]]]:
+        """Per period, (bytes, resets) of every series that counts."""
+        at = self.values(cuts)
+        every = {key for values in at for key in values}
+        uses = {key: use_of(dict(key[1]), METRICS[key[0]]) for key in every}
+        counted = chosen(uses.values())
+        periods = []
+        for i, (t0, t1) in enumerate(zip(cuts, cuts[1:])):
+            window = int((t1 - t0).total_seconds()) + SHORT
+            dropped = set()
+            for metric in METRICS:
+                expr = f"resets({_select(metric, self.inner)}[{window}s]) > 0"
+                dropped |= {_key(metric, labels) for labels, _ in self.client.query(expr, t1)}
+            found: dict[SeriesUse, tuple[int, int]] = {}
+            for key in every:
+                use = uses[key]
+                if use not in counted:
+                    continue
+                if key in dropped:
+                    exact = self._exact(key, t0, t1, window)
+                else:
+                    exact = (difference(at[i].get(key), at[i + 1].get(key)), 0)
+                before = found.get(use, (0, 0))
+                found[use] = (before[0] + exact[0], before[1] + exact[1])
+            periods.append(found)
+            self._say(f"report: {stamp(t0)} .. {stamp(t1)} done ({self.client.queries} queries so far)")
+        return periods
+
+    def _exact(self, key: Key, t0: datetime, t1: datetime, window: int) -> tuple[int, int]:
+        metric, labels = key
+        exact = ", ".join(f'{k}="{_quoted(v)}"' for k, v in labels)
+        series = self.client.samples(f"{metric}{{{exact}}}[{window}s]", t1)
+        samples = series[0][1] if series else []
+        nbytes, resets = increase(samples, t0.timestamp(), t1.timestamp())
+        if resets:
+            shown = ", ".join(f"{k}={v}" for k, v in labels)
+            self.warnings.append(
+                f"{metric}{{{shown}}} went down {resets} times in {stamp(t0)} .. {stamp(t1)}"
+            )
+        return nbytes, resets
+
+    def classes(self, at: datetime) -> Optional[set[str]]:
+        found = self.client.query(
+            f"last_over_time({_select('vz_traffic_quota_class_info', self.inner)}[{SHORT}s])", at
+        )
+        return {labels["class"] for labels, _ in found if "class" in labels} or None
+
+    def quotas(self, at: datetime) -> dict[tuple[str, str], int]:
+        selected = _select("vz_traffic_quota_bytes", self.inner)
+        expr = f"max by (veid, direction) (last_over_time({selected}[{SHORT}s]))"
+        return {
+            (labels.get("veid", ""), labels.get("direction", "")): int(value)
+            for labels, value in self.client.query(expr, at)
+        }
+
+    def run(
+        self,
+        begin: datetime,
+        finish: datetime,
+        step: Optional[str],
+        classes: Optional[set[str]],
+        veids: Optional[set[str]],
+    ) -> list[Row]:
+        cuts = boundaries(begin, finish, step)
+        out: list[Row] = []
+        for (t0, t1), traffic in zip(zip(cuts, cuts[1:]), self.traffic(cuts)):
+            counted = classes if classes is not None else self.classes(t1)
+            out += rows(stamp(t0), stamp(t1), traffic, counted, self.quotas(t1), veids)
+        return out
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+__all__ = ["Report", "Row", "ServerError"]

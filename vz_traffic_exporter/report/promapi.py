@@ -1,0 +1,142 @@
+"""A client of the Prometheus HTTP query API (Prometheus, Thanos Query, Mimir, VictoriaMetrics).
+
+Only instant queries (``/api/v1/query``, sent as a form by POST): the value
+of an expression at a time, or, for a range selector, the raw samples it
+holds.  Every failure is a :class:`ServerError` with one line that says what
+went wrong and where.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Optional
+
+
+class ServerError(Exception):
+    """The server could not be asked, or answered something that is not a query result: exit 1."""
+
+
+@dataclass
+class Client:
+    url: str
+    timeout: float = 120.0
+    headers: dict[str, str] = field(default_factory=dict)
+    context: Optional[ssl.SSLContext] = None
+    queries: int = 0  # how many were sent
+
+    @classmethod
+    def build(
+        cls,
+        url: str,
+        *,
+        user: Optional[str] = None,
+        password_file: Optional[str] = None,
+        bearer_token_file: Optional[str] = None,
+        ca_file: Optional[str] = None,
+        cert_file: Optional[str] = None,
+        key_file: Optional[str] = None,
+        headers: Sequence[str] = (),
+        timeout: float = 120.0,
+    ) -> Client:
+        """A client for the server at url (ValueError, naming the flag, for what cannot be used)."""
+        parsed = urllib.parse.urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"--prometheus.url: {url!r} is not an http:// or https:// URL")
+        sent: dict[str, str] = {}
+        for header in headers:
+            name, sep, value = header.partition(":")
+            if not sep or not name.strip() or "\n" in header:
+                raise ValueError(f"--prometheus.header: {header!r} is not 'Name: value'")
+            sent[name.strip()] = value.strip()
+        if user is not None:
+            password = _secret(password_file, "--prometheus.password-file") if password_file else ""
+            sent["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        if bearer_token_file:
+            sent["Authorization"] = "Bearer " + _secret(bearer_token_file, "--prometheus.bearer-token-file")
+        context = None
+        if parsed.scheme == "https":
+            try:
+                context = ssl.create_default_context(cafile=ca_file)
+                if cert_file:
+                    context.load_cert_chain(cert_file, key_file)
+            except (OSError, ssl.SSLError) as err:
+                raise ValueError(f"--prometheus.ca-file / cert-file: {err}") from None
+        return cls(url.rstrip("/"), timeout, sent, context)
+
+    def _post(self, path: str, form: dict[str, str]) -> Any:
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=urllib.parse.urlencode(form).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded", **self.headers},
+            method="POST",
+        )
+        self.queries += 1
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as answer:
+                body = answer.read()
+        except urllib.error.HTTPError as err:
+            detail = _error_of(err.read())
+            raise ServerError(f"{self.url}: HTTP {err.code} {err.reason}{detail}") from None
+        except (socket.timeout, TimeoutError):
+            raise ServerError(f"{self.url}: no answer within {self.timeout:g}s") from None
+        except urllib.error.URLError as err:
+            raise ServerError(f"{self.url}: cannot connect: {err.reason}") from None
+        except OSError as err:
+            raise ServerError(f"{self.url}: {err}") from None
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise ServerError(
+                f"{self.url}: the answer is not JSON: is this a Prometheus query API?"
+            ) from None
+        if not isinstance(data, dict) or data.get("status") != "success" or "data" not in data:
+            raise ServerError(f"{self.url}: not a query result{_error_of(body)}")
+        return data["data"]
+
+    def query(self, expr: str, at: datetime) -> list[tuple[dict[str, str], float]]:
+        """An instant vector: (labels, value) of each series."""
+        data = self._post("/api/v1/query", {"query": expr, "time": f"{at.timestamp():.3f}"})
+        if not isinstance(data, dict) or data.get("resultType") != "vector":
+            raise ServerError(f"{self.url}: expected a vector for {expr}")
+        try:
+            return [(dict(item["metric"]), float(item["value"][1])) for item in data["result"]]
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise ServerError(f"{self.url}: a malformed vector for {expr}") from None
+
+    def samples(self, expr: str, at: datetime) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        """The raw samples of a range selector: (labels, [(time, value)...]) of each series."""
+        data = self._post("/api/v1/query", {"query": expr, "time": f"{at.timestamp():.3f}"})
+        if not isinstance(data, dict) or data.get("resultType") != "matrix":
+            raise ServerError(f"{self.url}: expected a matrix for {expr}")
+        try:
+            return [
+                (dict(item["metric"]), [(float(t), float(v)) for t, v in item["values"]])
+                for item in data["result"]
+            ]
+        except (KeyError, TypeError, ValueError):
+            raise ServerError(f"{self.url}: a malformed matrix for {expr}") from None
+
+
+def _secret(path: str, flag: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{flag}: cannot read {path}: {err}") from None
+
+
+def _error_of(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+        return f": {data['error']}" if isinstance(data, dict) and data.get("error") else ""
+    except ValueError:
+        return ""
