@@ -108,8 +108,8 @@ class Report:
             found: dict[SeriesUse, tuple[int, int]] = {}
             for key in every:
                 use = uses[key]
-                if use not in counted:
-                    continue
+                if use not in counted or key not in at[i + 1]:
+                    continue  # not counting, or not there yet: no row for what did not exist
                 if key in dropped:
                     exact = self._exact(key, t0, t1, window)
                 else:
