@@ -23,7 +23,7 @@ import yaml
 from netlab.lab import PEERS
 from tests.dashboards import DASHBOARDS, load, queries
 
-from .conftest import ROOT, NodeLab
+from .conftest import EXPORTER, ROOT, NodeLab
 from .test_kernel_netns import VZ9_CLASSES, install_vz9_layout
 
 pytestmark = pytest.mark.netns
@@ -161,9 +161,10 @@ def test_quota_alert_reaches_alertmanager_and_every_dashboard_query_has_data(
         timeout=150,
     )
     peering, world = PEERS["peering"][0], PEERS["world"][0]
+    window_start = int(time.time())  # whole seconds, as RFC 3339 takes them
     sent = lab.send_udp(ct101.ns, ct101.ipv4, peering, 200, 1000)  # class 1: over its quota
     assert sent > TINY
-    lab.send_udp(ct102.ns, ct102.ipv4, peering, 20, 500)  # under its quota
+    sent102 = lab.send_udp(ct102.ns, ct102.ipv4, peering, 20, 500)  # under its quota
     lab.send_udp(ct103.ns, ct103.ipv4, world, 20, 500)  # class 0: does not count
     lab.send_udp(ct103.ns, ct103.ipv6, PEERS["peering"][1], 20, 500)
 
@@ -184,6 +185,24 @@ def test_quota_alert_reaches_alertmanager_and_every_dashboard_query_has_data(
         lab, f'veid_direction:vz_traffic_quota_bytes:month_to_date{{veid="{ct101.veid}",direction="out"}}'
     )
     assert TINY < float(month[0]["value"][1]) <= sent
+
+    # report over the window: the bytes sent in the quota classes, to the byte, per container and direction.
+    time.sleep(3)  # the last counts scraped (1 s) before the window's end
+    window_end = int(time.time()) - 1
+    rfc3339 = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for t in (window_start, window_end)]
+    report = lab.node_cmd(
+        *EXPORTER, "report", f"--prometheus.url=http://127.0.0.1:{PROMETHEUS_PORT}",
+        f"--from={rfc3339[0]}", f"--to={rfc3339[1]}", f'--selector={{job="{JOB}"}}', "--format=json",
+    )  # fmt: skip
+    rows = {(r["veid"], r["direction"]): r["bytes"] for r in json.loads(report.stdout)}
+    assert rows[(ct101.veid, "out")] == sent and rows[(ct101.veid, "in")] == 0
+    assert rows[(ct102.veid, "out")] == sent102 and rows[(ct102.veid, "total")] == sent102
+    assert rows[(ct103.veid, "out")] == 20 * (40 + 8 + 500)  # IPv6 to the peering peer; its class 0 left out
+    assert {
+        r["quota_bytes"]
+        for r in json.loads(report.stdout)
+        if r["veid"] == ct101.veid and r["direction"] == "out"
+    } == {TINY}
 
     # Every dashboard query answers with data from this Prometheus.
     values = {"job": JOB, "instance": ".*", "veid": ".*", "class": ".*"}
