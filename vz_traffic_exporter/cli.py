@@ -234,7 +234,7 @@ def _report(args: argparse.Namespace) -> int:
             key_file=args.prometheus_key_file,
             headers=args.prometheus_headers,
         )
-        report = Report(client, args.selector, progress=not sys.stderr.isatty())
+        report = Report(client, args.selector, progress=sys.stderr)
     except (UsageError, ValueError) as err:
         print(f"report: {err}", file=sys.stderr)
         return 2

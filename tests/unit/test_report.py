@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any, Callable
 import pytest
 
 from vz_traffic_exporter import cli
+from vz_traffic_exporter.report import Progress
 from vz_traffic_exporter.report.compute import Row, SeriesUse, chosen, increase, rows
 from vz_traffic_exporter.report.formats import as_csv, as_json
 from vz_traffic_exporter.report.periods import UsageError, boundaries, period, stamp
@@ -192,3 +194,29 @@ def test_an_empty_result_is_a_report_with_no_rows(server: Any, capsys: pytest.Ca
     empty = send(200, b'{"status": "success", "data": {"resultType": "vector", "result": []}}')
     code, out, _ = report(capsys, server(empty), "--format=csv")
     assert code == 0 and out == "start,end,veid,direction,bytes,quota_bytes,resets\n"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_a_line_every_few_seconds_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    terminal = Terminal()
+    bar = Progress(terminal)
+    for done in range(1, 5):
+        bar(done, 4, "periods summed")
+    assert terminal.getvalue().count("\r[") == 4 and terminal.getvalue().endswith(
+        "4/4 periods summed\x1b[K\n"
+    )
+    log = io.StringIO()
+    lines = Progress(log)
+    for done in range(1, 100):
+        lines(done, 100, "periods summed")  # well within EVERY seconds: nothing until the end
+    lines(100, 100, "periods summed")
+    assert log.getvalue() == "report: 100/100 periods summed\n"
+    monkeypatch.setattr(Progress, "EVERY", 0.0)
+    lines(3, 100, "periods summed")
+    assert log.getvalue().endswith("report: 3/100 periods summed\n")

@@ -16,10 +16,10 @@ How each series' traffic is taken (see :mod:`.compute` for the rule):
 from __future__ import annotations
 
 import re
-import sys
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Optional
+from typing import Optional, TextIO
 
 from .compute import Row, SeriesUse, chosen, difference, increase, rows, use_of
 from .periods import boundaries, stamp
@@ -58,16 +58,38 @@ def _veids(veids: Iterable[str]) -> Iterable[str]:
         yield 'veid=~"' + "|".join(re.escape(v).replace("\\", "\\\\") for v in names[i : i + BATCH]) + '"'
 
 
+class Progress:
+    """How far a report is, on stderr: a bar on a terminal, else a line every few seconds."""
+
+    EVERY = 5.0  # s between lines when stderr is not a terminal
+
+    def __init__(self, stream: Optional[TextIO]) -> None:
+        self.stream = stream
+        self.bar = bool(stream is not None and stream.isatty())
+        self.said_at = time.monotonic()
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        if self.stream is None or total <= 0:
+            return
+        if self.bar:
+            width = 30
+            filled = width * done // total
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what}\x1b[K")
+            if done == total:
+                self.stream.write("\n")
+            self.stream.flush()
+        elif time.monotonic() - self.said_at >= self.EVERY or done == total:
+            self.said_at = time.monotonic()
+            print(f"report: {done}/{total} {what}", file=self.stream, flush=True)
+
+
 class Report:
-    def __init__(self, client: Client, selector: Optional[str], progress: bool = False) -> None:
+    def __init__(self, client: Client, selector: Optional[str], progress: Optional[TextIO] = None) -> None:
+        """progress: where to show how far it is (None: nowhere)."""
         self.client = client
         self.inner = matchers(selector)
-        self.progress = progress
+        self.progress = Progress(progress)
         self.warnings: list[str] = []
-
-    def _say(self, text: str) -> None:
-        if self.progress:
-            print(text, file=sys.stderr, flush=True)
 
     def _values(self, at: datetime, window: int, extra: str = "") -> dict[Key, float]:
         found = {}
@@ -79,7 +101,10 @@ class Report:
 
     def values(self, cuts: Sequence[datetime]) -> list[dict[Key, float]]:
         """Each series' value (its last sample) at each boundary."""
-        at = [self._values(t, SHORT) for t in cuts]
+        at = []
+        for i, t in enumerate(cuts):
+            at.append(self._values(t, SHORT))
+            self.progress(i + 1, len(cuts), f"boundaries read ({self.client.queries} queries)")
         every = {key for values in at for key in values}
         for i, t in enumerate(cuts):
             missing = every - at[i].keys()
@@ -89,7 +114,6 @@ class Report:
                 for key, value in self._values(t, LONG, extra).items():
                     if key in missing:
                         at[i][key] = value
-            self._say(f"report: boundary {stamp(t)}: {len(missing)} series looked for further back")
         return at
 
     def traffic(self, cuts: Sequence[datetime]) -> list[dict[SeriesUse, tuple[int, int]]]:
@@ -117,7 +141,7 @@ class Report:
                 before = found.get(use, (0, 0))
                 found[use] = (before[0] + exact[0], before[1] + exact[1])
             periods.append(found)
-            self._say(f"report: {stamp(t0)} .. {stamp(t1)} done ({self.client.queries} queries so far)")
+            self.progress(i + 1, len(cuts) - 1, f"periods summed ({self.client.queries} queries)")
         return periods
 
     def _exact(self, key: Key, t0: datetime, t1: datetime, window: int) -> tuple[int, int]:
