@@ -212,7 +212,7 @@ def _report(args: argparse.Namespace) -> int:
 
     from .report import Report
     from .report.formats import render
-    from .report.periods import UsageError, period
+    from .report.periods import UsageError, period, stamp
     from .report.promapi import Client, ServerError
 
     try:
@@ -238,15 +238,26 @@ def _report(args: argparse.Namespace) -> int:
     except (UsageError, ValueError) as err:
         print(f"report: {err}", file=sys.stderr)
         return 2
+    # The page draws days: it reads days (or hours), and its table sums them, exactly as the whole period.
+    step = ("hour" if args.step == "hour" else "day") if args.fmt == "html" else args.step
     try:
-        found = report.run(begin, finish, args.step, classes, set(args.veids) if args.veids else None)
+        found = report.run(begin, finish, step, classes, set(args.veids) if args.veids else None)
     except ServerError as err:
         print(f"report: {err}", file=sys.stderr)
         return 1
     for warning in report.warnings:
         print(f"report: warning: {warning}", file=sys.stderr)
-    title = f"Traffic from {args.prometheus_url}, {begin:%Y-%m-%d %H:%M} to {finish:%Y-%m-%d %H:%M} UTC"
-    text = render(found, args.fmt, title)
+    title = f"Traffic per container, {begin:%Y-%m-%d %H:%M} to {finish:%Y-%m-%d %H:%M} UTC"
+    about = [
+        ("Period", f"{stamp(begin)} to {stamp(finish)} (the end not included)"),
+        (
+            "Classes",
+            ", ".join(sorted(classes, key=int)) if classes else "the quota classes of each node, else all",
+        ),
+        ("Server", args.prometheus_url),
+        ("Selector", args.selector or "none"),
+    ]
+    text = render(found, args.fmt, title, about)
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as handle:

@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +138,41 @@ def test_classes_and_containers_chosen(
     assert {k: v[0] for k, v in found.items() if v[0]} == {
         (stamp(t0), veid, d): b for (t0, veid, d), b in truth.items() if veid in ("103", "104") and b
     }
+
+
+def test_the_html_page_renders_in_a_real_browser_with_its_bars(
+    prometheus: tuple[str, History], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("needs Debian's chromium")
+    url, history = prometheus
+    page = tmp_path / "report.html"
+    args = ["report", f"--prometheus.url={url}", f"--from={FROM}", f"--to={TO}", "--format=html"]
+    assert cli.main([*args, f"--output={page}"]) == 0
+    capsys.readouterr()
+    text = page.read_text()
+    for fetch in ("<script", "<link", "src=", "href=", "@import", "url("):  # nothing loaded from elsewhere
+        assert fetch not in text, fetch
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+    ]  # fmt: skip
+    shot = tmp_path / "report.png"
+    rendered = subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    )
+    assert dom.returncode == 0 and dom.stdout.rstrip().endswith("</html>")
+    assert "Uncaught" not in dom.stderr and "ERROR:CONSOLE" not in dom.stderr
+    containers = {veid for (_, veid, _), nbytes in history.truth([0, 2e9], {"1", "2"}).items() if nbytes}
+    assert dom.stdout.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart"') == len(containers)
+    assert dom.stdout.count('class="bar in"') == dom.stdout.count('class="bar out"') == 2 * len(containers)
