@@ -89,7 +89,7 @@ def test_an_unknown_command_suggests_the_closest_and_lists_them(capsys: pytest.C
         cli.main(["chek-config"])
     err = capsys.readouterr().err
     assert "unknown command 'chek-config'; did you mean 'check-config'?" in err
-    assert "(commands: serve, dump, check-config, rules sync, rules remove, rules show)" in err
+    assert "(commands: serve, dump, check-config, rules sync, rules remove, rules show, report)" in err
 
 
 @pytest.mark.parametrize(
