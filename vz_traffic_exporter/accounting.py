@@ -13,8 +13,8 @@ the growth of every raw counter to the series that owns it now:
   already above the old one;
 - a new boot (:meth:`boot`): every kernel counter started again from zero;
 - a narrow packet counter (32 bits in vznetstat) below its last value while
-  the bytes grew has wrapped, not reset, if the last value was in the upper
-  half of its range (a count that saturates at 2**31 - 1 never wraps);
+  the bytes grew has wrapped, not reset, unless the last value was the one a
+  saturated count stops at (2**31 - 1, Virtuozzo 9's vznetstat);
 - a counter we created ourselves starts at zero (:meth:`started`), so all of
   it is added even if it has already passed the old value;
 - a counter missing from a complete read is forgotten, so if it comes back it
@@ -34,6 +34,9 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple, Optional, Union
 
 STATE_VERSION = 2
+# A 32-bit packet count read with json-c's json_object_get_int (Virtuozzo 9's vznetstat) stops
+# here instead of wrapping: down from this value it was reset.
+SATURATED = 2**31 - 1
 RAW_LIMIT = 1 << 64  # a kernel counter's values
 TOTAL_LIMIT = 1 << 96  # no total gets near this: a value beyond it in a state file is not one of ours
 # The kinds of series the exporter keeps, with the number of parts of their keys.
@@ -110,11 +113,10 @@ class Accumulator:
                     obs.packets < last.packets
                     and obs.bytes > last.bytes
                     and obs.packet_bits
-                    and last.packets >> (obs.packet_bits - 1)
+                    and last.packets != SATURATED
                 ):
-                    # Bytes grew but a narrow packet counter went down from the upper half of its
-                    # range: it wrapped.  From the lower half (a count saturated at 2**31 - 1,
-                    # as Virtuozzo 9's vznetstat prints) it can only have been reset.
+                    # Bytes grew but a narrow packet counter went down: it wrapped.  Down from
+                    # SATURATED (Virtuozzo 9's vznetstat stops there) it can only have been reset.
                     grew = (obs.packets + (1 << obs.packet_bits) - last.packets, obs.bytes - last.bytes)
                 elif obs.packets < last.packets or obs.bytes < last.bytes:
                     grew = (obs.packets, obs.bytes)

@@ -231,9 +231,8 @@ def test_state_keeps_every_kind_of_counter_identity() -> None:
 # restarts from its state file and the node reboots.  Each read is followed by
 # a save, as the exporter does.  Every exported series must never decrease;
 # its bytes never exceed the true traffic of its owner; and when every reset
-# is detectable (a poll came before it, a zeroing that keeps the epoch showed
-# as a decrease, and a 32-bit count was read at least every 2**31 packets),
-# the totals equal the true traffic exactly.
+# is detectable (a poll came before it, and a zeroing that keeps the epoch
+# showed as a decrease), the totals equal the true traffic exactly.
 
 OWNERS = (A, B, None)
 WRAP = 1 << 32
@@ -242,7 +241,7 @@ event = st.one_of(
     st.tuples(
         st.just("grow"),
         st.integers(0, 1),
-        st.sampled_from([1, 7, 10**6, 15 * 10**8]),  # packets; 1.5e9 makes 32 bits wrap in three
+        st.sampled_from([1, 7, 10**6, 3 * 10**9]),  # packets; 3e9 makes 32 bits wrap
         st.sampled_from([1, 60, 1500]),  # bytes per packet
     ),
     st.tuples(st.just("zero"), st.integers(0, 1), st.just(0), st.just(0)),  # iptables -Z: same epoch
@@ -302,9 +301,7 @@ class History:
 
     def play(self, kind: str, i: int, value: int, size: int) -> None:
         resets = kind in ("zero", "recreate", "reboot")
-        # A wrap is told from a reset by where the count was: it must be read at least once every
-        # 2**31 packets (half its range; 70 million packets a second at a 30 s poll).
-        if self.detectable and (resets or (kind == "grow" and self.pending[i][0] + value >= WRAP // 2)):
+        if self.detectable and (resets or (kind == "grow" and self.pending[i][0] + value >= WRAP)):
             self.read()
         if kind == "grow":
             self.packets[i] += value

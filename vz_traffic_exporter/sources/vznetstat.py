@@ -17,8 +17,7 @@ from . import ContainerReading, Unique, counter_value
 ARGV = {"ipv4": ("vznetstat", "-4", "-a"), "ipv6": ("vznetstat", "-6", "-a")}
 # Virtuozzo 9's vznetstat reads the nft packet counts with json-c's json_object_get_int: they
 # stop at 2**31 - 1 instead of wrapping (its byte counts are 64-bit and fine).  A count that
-# went down from there was reset, never wrapped: the accountant takes a wrap only from the
-# upper half of the counter's range.
+# went down from there was reset, never wrapped (accounting.SATURATED).
 
 
 def parse_vznetstat(text: str, family: str, where: str = "vznetstat") -> list[ContainerReading]:
