@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import io
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import Optional
+from typing import Optional, TextIO
 
 from . import __version__, privileges
 from .config import Config, ConfigError, load
@@ -211,7 +212,7 @@ def _report(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from .report import Report
-    from .report.formats import render
+    from .report.formats import write
     from .report.periods import UsageError, period, stamp
     from .report.promapi import Client, ServerError
 
@@ -240,33 +241,40 @@ def _report(args: argparse.Namespace) -> int:
         return 2
     # The page draws days: it reads days (or hours), and its table sums them, exactly as the whole period.
     step = ("hour" if args.step == "hour" else "day") if args.fmt == "html" else args.step
-    try:
-        found = report.run(begin, finish, step, classes, set(args.veids) if args.veids else None)
-    except ServerError as err:
-        print(f"report: {err}", file=sys.stderr)
-        return 1
-    for warning in report.warnings:
-        print(f"report: warning: {warning}", file=sys.stderr)
     title = f"Traffic per container, {begin:%Y-%m-%d %H:%M} to {finish:%Y-%m-%d %H:%M} UTC"
     about = [
         ("Period", f"{stamp(begin)} to {stamp(finish)} (the end not included)"),
         (
             "Classes",
-            ", ".join(sorted(classes, key=int)) if classes else "the quota classes of each node, else all",
+            ", ".join(sorted(classes, key=int)) if classes else "each node's quota classes, else all",
         ),
         ("Server", args.prometheus_url),
         ("Selector", args.selector or "none"),
     ]
-    text = render(found, args.fmt, title, about)
-    if args.output:
-        try:
-            with open(args.output, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        except OSError as err:
-            print(f"report: --output: {args.output}: {err.strerror}", file=sys.stderr)
-            return 1
+    # Nothing half written: --output is written beside its place and renamed over it once whole (rows go
+    # out as they are read: memory stays one period's); stdout gets the report once it is all read.
+    target = args.output
+    try:
+        out: TextIO = open(f"{target}.partial", "w", encoding="utf-8") if target else io.StringIO()  # noqa: SIM115
+    except OSError as err:
+        print(f"report: --output: {target}: {err.strerror}", file=sys.stderr)
+        return 1
+    wanted = set(args.veids) if args.veids else None
+    try:
+        write(report.run(begin, finish, step, classes, wanted), args.fmt, out, title, about)
+    except ServerError as err:
+        print(f"report: {err}", file=sys.stderr)
+        if target:
+            out.close()
+            os.unlink(f"{target}.partial")
+        return 1
+    if target:
+        out.close()
+        os.replace(f"{target}.partial", target)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(out.getvalue())  # type: ignore[attr-defined]
+    for warning in report.warnings:
+        print(f"report: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Optional, TextIO
 
@@ -99,50 +99,45 @@ class Report:
                 found[_key(metric, labels)] = value
         return found
 
-    def values(self, cuts: Sequence[datetime]) -> list[dict[Key, float]]:
-        """Each series' value (its last sample) at each boundary."""
-        at = []
-        for i, t in enumerate(cuts):
-            at.append(self._values(t, SHORT))
-            self.progress(i + 1, len(cuts), f"boundaries read ({self.client.queries} queries)")
-        every = {key for values in at for key in values}
-        for i, t in enumerate(cuts):
-            missing = every - at[i].keys()
-            if not missing:
-                continue
-            for extra in _veids(dict(key[1]).get("veid", "") for key in missing):
-                for key, value in self._values(t, LONG, extra).items():
-                    if key in missing:
-                        at[i][key] = value
-        return at
+    def _fill(self, values: dict[Key, float], missing: set[Key], at: datetime) -> None:
+        """Look further back for series not seen near a boundary: their last sample may be older."""
+        if not missing:
+            return
+        for extra in _veids(dict(key[1]).get("veid", "") for key in missing):
+            for key, value in self._values(at, LONG, extra).items():
+                if key in missing:
+                    values[key] = value
 
-    def traffic(self, cuts: Sequence[datetime]) -> list[dict[SeriesUse, tuple[int, int]]]:
-        """Per period, (bytes, resets) of every series that counts."""
-        at = self.values(cuts)
-        every = {key for values in at for key in values}
-        uses = {key: use_of(dict(key[1]), METRICS[key[0]]) for key in every}
-        counted = chosen(uses.values())
-        periods = []
+    def traffic(self, cuts: Sequence[datetime]) -> Iterator[dict[SeriesUse, tuple[int, int]]]:
+        """Per period, in order, (bytes, resets) of every series that counts.
+
+        Two boundaries at a time: what is held is one period's series, however long the report.
+        """
+        before = self._values(cuts[0], SHORT)
         for i, (t0, t1) in enumerate(zip(cuts, cuts[1:])):
+            after = self._values(t1, SHORT)
+            self._fill(after, before.keys() - after.keys(), t1)  # known at t0, not scraped near t1
+            self._fill(before, after.keys() - before.keys(), t0)  # seen at t1: its value at t0, if any
+            uses = {key: use_of(dict(key[1]), METRICS[key[0]]) for key in after}
+            counted = chosen(uses.values())
             window = int((t1 - t0).total_seconds()) + SHORT
             dropped = set()
             for metric in METRICS:
                 expr = f"resets({_select(metric, self.inner)}[{window}s]) > 0"
                 dropped |= {_key(metric, labels) for labels, _ in self.client.query(expr, t1)}
             found: dict[SeriesUse, tuple[int, int]] = {}
-            for key in every:
-                use = uses[key]
-                if use not in counted or key not in at[i + 1]:
-                    continue  # not counting, or not there yet: no row for what did not exist
+            for key, use in uses.items():  # a series not there by t1 did not exist yet: no row
+                if use not in counted:
+                    continue
                 if key in dropped:
                     exact = self._exact(key, t0, t1, window)
                 else:
-                    exact = (difference(at[i].get(key), at[i + 1].get(key)), 0)
-                before = found.get(use, (0, 0))
-                found[use] = (before[0] + exact[0], before[1] + exact[1])
-            periods.append(found)
+                    exact = (difference(before.get(key), after[key]), 0)
+                total = found.get(use, (0, 0))
+                found[use] = (total[0] + exact[0], total[1] + exact[1])
             self.progress(i + 1, len(cuts) - 1, f"periods summed ({self.client.queries} queries)")
-        return periods
+            yield found
+            before = after
 
     def _exact(self, key: Key, t0: datetime, t1: datetime, window: int) -> tuple[int, int]:
         metric, labels = key
@@ -178,13 +173,12 @@ class Report:
         step: Optional[str],
         classes: Optional[set[str]],
         veids: Optional[set[str]],
-    ) -> list[Row]:
+    ) -> Iterator[Row]:
+        """The rows, period after period (a generator: rows are written while later ones are read)."""
         cuts = boundaries(begin, finish, step)
-        out: list[Row] = []
         for (t0, t1), traffic in zip(zip(cuts, cuts[1:]), self.traffic(cuts)):
             counted = classes if classes is not None else self.classes(t1)
-            out += rows(stamp(t0), stamp(t1), traffic, counted, self.quotas(t1), veids)
-        return out
+            yield from rows(stamp(t0), stamp(t1), traffic, counted, self.quotas(t1), veids)
 
 
 def _quoted(value: str) -> str:

@@ -6,8 +6,8 @@ import csv
 import html
 import io
 import json
-from collections.abc import Sequence
-from typing import Optional
+from collections.abc import Iterable, Sequence
+from typing import Optional, TextIO
 
 from .compute import Row
 
@@ -153,6 +153,28 @@ def as_html(rows: Sequence[Row], title: str, about: Sequence[tuple[str, str]] = 
         f"<h2>Per day, the {len(ranked)} largest (in blue below, out orange above)</h2>{charts}"
         f"<h2>Per container</h2>{''.join(sections)}</body></html>\n"
     )
+
+
+def write(
+    rows: Iterable[Row], fmt: str, out: TextIO, title: str, about: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Write the rows as they come (CSV and JSON), or all of them once read (table, HTML)."""
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for row in rows:
+            writer.writerow(_cells(row))
+    elif fmt == "json":
+        out.write("[")
+        for i, row in enumerate(rows):
+            out.write(("," if i else "") + "\n " + json.dumps(dict(zip(COLUMNS, _values(row)))))
+        out.write("\n]\n")
+    else:
+        out.write(render(list(rows), fmt, title, about))
+
+
+def _values(row: Row) -> tuple[object, ...]:
+    return (row.start, row.end, row.veid, row.direction, row.bytes, row.quota_bytes, row.resets)
 
 
 def render(rows: Sequence[Row], fmt: str, title: str, about: Sequence[tuple[str, str]] = ()) -> str:
