@@ -298,11 +298,11 @@ def test_auto_reads_the_nft_counters_and_not_vznetstat_on_virtuozzo_9(write_conf
 def test_an_address_several_containers_claim_is_counted_for_none_and_logged_once(
     write_config, caplog: pytest.LogCaptureFixture
 ) -> None:  # type: ignore[no-untyped-def]
-    # OpenVZ 7 vzlist lists every address inside a container: a Docker bridge's in several.
+    # OpenVZ 7 vzlist lists every address inside a container: a Docker bridge's (192.0.2.250 here) in several.
     listing = [
-        {"ctid": "101", "name": "web", "ip": ["192.0.2.11", "172.17.0.1"]},
-        {"ctid": "102", "name": "db", "ip": ["192.0.2.12", "172.17.0.1"]},
-        {"ctid": "103", "name": "", "ip": ["172.17.0.1"]},
+        {"ctid": "101", "name": "web", "ip": ["192.0.2.11", "192.0.2.250"]},
+        {"ctid": "102", "name": "db", "ip": ["192.0.2.12", "192.0.2.250"]},
+        {"ctid": "103", "name": "", "ip": ["192.0.2.250"]},
     ]
     runner = ReplayRunner({VZLIST: json.dumps(listing)}, installed=("vzlist",))
     config = load(write_config("containers: {discovery: [vzlist]}\nnetfilter: {backend: 'off'}\n"))
@@ -312,15 +312,15 @@ def test_an_address_several_containers_claim_is_counted_for_none_and_logged_once
         for _ in range(3):
             inventory = exporter.poll().inventory
     assert dict(inventory.owners) == {"192.0.2.11": "101", "192.0.2.12": "102"}
-    assert dict(inventory.conflicts) == {"172.17.0.1": ("101", "102", "103")}
-    assert caplog.text.count("172.17.0.1 is claimed by veids 101, 102, 103") == 1
+    assert dict(inventory.conflicts) == {"192.0.2.250": ("101", "102", "103")}
+    assert caplog.text.count("192.0.2.250 is claimed by veids 101, 102, 103") == 1
     listing[1]["ip"] = ["192.0.2.12"]
     listing[2]["ip"] = []
     runner.outputs[VZLIST] = json.dumps(listing)
     with caplog.at_level(logging.INFO):
         inventory = exporter.poll().inventory
-    assert inventory.owners["172.17.0.1"] == "101" and not inventory.conflicts
-    assert "172.17.0.1 is claimed by one container again" in caplog.text
+    assert inventory.owners["192.0.2.250"] == "101" and not inventory.conflicts
+    assert "192.0.2.250 is claimed by one container again" in caplog.text
 
 
 class SlowRunner(ReplayRunner):
