@@ -22,6 +22,8 @@ What it holds:
 - 102's class 1 "in" series is reset just before the month boundary (its
   exporter lost its state) and counts again from 0;
 - 106 appears in mid-October, between two samples;
+- node-b is not scraped for 50 minutes across an hour mark (its exporter
+  was down): the traffic of those intervals is in its next sample;
 - quotas, and the quota classes 1 and 2.
 """
 
@@ -47,6 +49,10 @@ KEPT = 7 * 86400  # s: how long node-a keeps 105's series after it left
 MOVE = datetime(2026, 10, 14, 3, 30, tzinfo=UTC).timestamp()  # 192.0.2.13: 103 -> 104
 RESET = datetime(2026, 9, 30, 23, 50, tzinfo=UTC).timestamp()  # 102's class-1 "in" series restarts from 0
 APPEAR = datetime(2026, 10, 10, 10, 0, 7, tzinfo=UTC).timestamp()  # 106 shows up (not on a sample)
+GAP = (  # node-b's exporter is down: no samples at or after the first, before the second
+    datetime(2026, 10, 20, 11, 50, tzinfo=UTC).timestamp(),
+    datetime(2026, 10, 20, 12, 40, tzinfo=UTC).timestamp(),
+)
 JOB = "vz-traffic"
 IP, KERNEL = "vz_traffic_ip_bytes_total", "vz_traffic_container_bytes_total"
 OFFSET = {"node-a": 0, "node-b": 7}  # s after START at which each instance is scraped
@@ -210,7 +216,12 @@ class History:
                     lines.append(f"# TYPE {name} {kind}\n")
                     family = name
                 values = self._values(s, lo, hi, b)
-                lines += [f"{prefix}{v} {t}\n" for v, t in zip(values, stamps[s.offset][lo:hi])]
+                g0, g1 = self._gap(s)
+                lines += [
+                    f"{prefix}{v} {t}\n"
+                    for j, (v, t) in enumerate(zip(values, stamps[s.offset][lo:hi]), lo)
+                    if not g0 <= j < g1
+                ]
             lines.append("# EOF\n")
             yield "".join(lines)
         self.done = True
@@ -235,9 +246,26 @@ class History:
         values += [s.value] * (hi - grow)
         return values
 
+    @staticmethod
+    def _gap(s: Series) -> tuple[int, int]:
+        """The indices of the samples its instance's exporter did not answer."""
+        if s.offset != OFFSET["node-b"]:
+            return 0, 0
+        return index(GAP[0], s.offset), index(GAP[1], s.offset)
+
     def _count(self, s: Series, a: int, c: int, carried: list[int], block: int) -> None:
         """Add the traffic of samples a .. c-1 (all in ``block``) to the hours that hold them."""
         hours = self.traffic[s.counts]  # type: ignore[index]
+        g0, g1 = self._gap(s)
+        lo, hi = max(a, g0), min(c, g1)
+        if lo < hi:  # not sampled: its traffic is in the first sample after the gap
+            shown = START + s.offset + STEP * g1
+            hours[-(-int(shown - FIRST) // HOUR)] += sum(carried[lo - a : hi - a])
+            if a < lo:
+                self._count(s, a, lo, carried[: lo - a], block)
+            if hi < c:
+                self._count(s, hi, c, carried[hi - a :], block)
+            return
         for mark in range(block - HOUR, block + BLOCK + 1, HOUR):  # the hour (mark, mark + 1 h]
             lo, hi = max(a, after(mark, s.offset)), min(c, after(mark + HOUR, s.offset))
             h = int(mark - FIRST) // HOUR + 1

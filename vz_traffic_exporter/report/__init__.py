@@ -3,8 +3,10 @@
 How each series' traffic is taken (see :mod:`.compute` for the rule):
 
 - its value at each boundary is its last sample at or before it
-  (``last_over_time`` over a short window; a series not seen there is
-  asked again over a long one);
+  (``last_over_time`` over a short window; a series known at the period's
+  start and not seen there is looked for over the period, and keeps its
+  value if it has no sample in it; a series first seen at the period's end
+  is looked for over a long window before its start);
 - where ``resets`` sees a drop in a period, the raw samples of that series
   in that period are read and summed drop by drop;
 - per instance and container, the per-address netfilter series count where
@@ -99,14 +101,22 @@ class Report:
                 found[_key(metric, labels)] = value
         return found
 
-    def _fill(self, values: dict[Key, float], missing: set[Key], at: datetime) -> None:
-        """Look further back for series not seen near a boundary: their last sample may be older."""
+    def _fill(self, values: dict[Key, float], missing: set[Key], at: datetime, window: int = LONG) -> None:
+        """Look further back, ``window`` seconds before ``at``, for series not seen near it."""
         if not missing:
             return
         for extra in _veids(dict(key[1]).get("veid", "") for key in missing):
-            for key, value in self._values(at, LONG, extra).items():
+            for key, value in self._values(at, window, extra).items():
                 if key in missing:
                     values[key] = value
+
+    def _carry(self, before: dict[Key, float], after: dict[Key, float], t0: datetime, t1: datetime) -> None:
+        """The value at t1 of series known at t0 and not scraped near t1: their last sample in (t0, t1],
+        else still their value at t0 (a series kept without samples does not change)."""
+        missing = before.keys() - after.keys()
+        self._fill(after, missing, t1, int((t1 - t0).total_seconds()))
+        for key in missing - after.keys():
+            after[key] = before[key]
 
     def traffic(self, cuts: Sequence[datetime]) -> Iterator[dict[SeriesUse, tuple[int, int]]]:
         """Per period, in order, (bytes, resets) of every series that counts.
@@ -116,7 +126,7 @@ class Report:
         before = self._values(cuts[0], SHORT)
         for i, (t0, t1) in enumerate(zip(cuts, cuts[1:])):
             after = self._values(t1, SHORT)
-            self._fill(after, before.keys() - after.keys(), t1)  # known at t0, not scraped near t1
+            self._carry(before, after, t0, t1)
             self._fill(before, after.keys() - before.keys(), t0)  # seen at t1: its value at t0, if any
             uses = {key: use_of(dict(key[1]), METRICS[key[0]]) for key in after}
             counted = chosen(uses.values())
