@@ -29,8 +29,10 @@ and for ``retention`` seconds after (:meth:`expire`).
 from __future__ import annotations
 
 import time
+from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import Any, NamedTuple, Optional, Union
 
 STATE_VERSION = 2
@@ -38,7 +40,7 @@ STATE_VERSION = 2
 # here instead of wrapping: down from this value it was reset.
 SATURATED = 2**31 - 1
 RAW_LIMIT = 1 << 64  # a kernel counter's values
-TOTAL_LIMIT = 1 << 96  # no total gets near this: a value beyond it in a state file is not one of ours
+TOTAL_LIMIT = 1 << 64  # 18 EB: no total gets near this; a value beyond it in a state file is not one of ours
 # The kinds of series the exporter keeps, with the number of parts of their keys.
 SERIES_PARTS = {"ip": 5, "container": 6, "interface": 4}
 
@@ -57,24 +59,58 @@ class Observation(NamedTuple):
     epoch: Epoch = None  # the counter's incarnation, when the source can tell
 
 
-class _Total:
-    __slots__ = ("bytes", "packets", "seen")
+NO_SERIES = -1
+NO_EPOCH = RAW_LIMIT - 1  # an epoch is below it: the slot of a counter whose epoch is not known
 
-    def __init__(self, packets: int, nbytes: int, seen: int) -> None:
-        self.packets = packets
-        self.bytes = nbytes
-        self.seen = seen  # wall-clock time (s) of the last read that showed the series
+
+class _Counters:
+    """One source's counters as of its last read, slot by slot in that read's order.
+
+    Integer arrays hold the raw values; the only objects per slot are the
+    counter's identity and a reference to its series' key (shared with the
+    series table).
+    """
+
+    __slots__ = ("_index", "bytes", "epochs", "keys", "packets", "series", "slots")
+
+    def __init__(self) -> None:
+        self.keys: list[CounterKey] = []
+        self.series: list[Optional[SeriesKey]] = []
+        self.slots = array("q")  # the series' slot in the accumulator (NO_SERIES: none)
+        self.packets = array("Q")
+        self.bytes = array("Q")
+        self.epochs = array("Q")  # NO_EPOCH: not known
+        self._index: Optional[dict[CounterKey, int]] = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def index(self) -> dict[CounterKey, int]:
+        if self._index is None:
+            self._index = {key: i for i, key in enumerate(self.keys)}
+        return self._index
+
+    def append(self, key: CounterKey, series: Optional[SeriesKey], slot: int, p: int, b: int, e: int) -> None:
+        if self._index is not None:
+            self._index[key] = len(self.keys)
+        self.keys.append(key)
+        self.series.append(series)
+        self.slots.append(slot)
+        self.packets.append(p)
+        self.bytes.append(b)
+        self.epochs.append(e)
 
 
 class Accumulator:
     def __init__(self, boot_id: Optional[str] = None) -> None:
-        # Per source, every counter of its last read -> the observation of it
-        # that was accounted.  A source that hands the same observation object
-        # back for a counter that did not change (see the exporter) costs one
-        # lookup per such counter: idle counters are most of a large node's.
-        self._last: dict[str, dict[CounterKey, Observation]] = {}
+        self._counters: dict[str, _Counters] = {}  # per source, its counters as of its last read
         self._read_at: dict[str, int] = {}  # per source, the time of its last read
-        self._totals: dict[SeriesKey, _Total] = {}
+        # The series: a slot each, its key, and its totals and last-seen time in integer arrays.
+        self._slot: dict[SeriesKey, int] = {}
+        self._keys: list[SeriesKey] = []
+        self._packets = array("Q")
+        self._bytes = array("Q")
+        self._seen = array("q")  # wall-clock time (s) of the last read that showed the series
         self.resets: Counter[str] = Counter()
         self.boot_id = boot_id
         # Bumped by every change that growth alone does not repeat: a counter
@@ -82,111 +118,215 @@ class Accumulator:
         # leaves it alone needs no save: the kernel still holds that growth.
         self.changes = 0
         self.series_made = 0  # bumped when a series is made or dropped
-        # kind -> (series_made, sorted rows, series -> its row), and the series that grew since
-        self._rows: dict[str, tuple[int, list[SeriesRow], dict[SeriesKey, int]]] = {}
-        self._dirty: dict[str, set[SeriesKey]] = {}
+        # kind -> (series_made, sorted rows, series slot -> its row), and the slots that grew since
+        self._rows: dict[str, tuple[int, list[SeriesRow], dict[int, int]]] = {}
+        self._dirty: dict[str, set[int]] = {}
+
+    # -- reads -----------------------------------------------------------------
 
     def update(self, source: str, observations: Iterable[Observation], now: Optional[float] = None) -> None:
         """Add one complete read of a source."""
+        observations = list(observations)
+        bits = {obs.packet_bits for obs in observations}
+        if len(bits) > 1:  # counters of several widths: one read each way is not one read; do it slot by slot
+            self._read(
+                source,
+                [(o.counter, o.series, o.packets, o.bytes, o.epoch, o.packet_bits) for o in observations],
+                now,
+            )
+            return
+        self.update_columns(
+            source,
+            [obs.counter for obs in observations],
+            [obs.series for obs in observations],
+            [obs.packets for obs in observations],
+            [obs.bytes for obs in observations],
+            [obs.epoch for obs in observations],
+            bits.pop() if bits else None,
+            now,
+        )
+
+    def update_columns(
+        self,
+        source: str,
+        counters: Sequence[CounterKey],
+        series: Sequence[Optional[SeriesKey]],
+        packets: Sequence[int],
+        nbytes: Sequence[int],
+        epochs: Optional[Sequence[Optional[int]]] = None,
+        packet_bits: Optional[int] = None,
+        now: Optional[float] = None,
+    ) -> None:
+        """Add one complete read of a source, column by column: counter i is (counters[i], series[i], ...).
+
+        epochs: None where the source cannot tell; packet_bits: the width of every packet counter of the
+        read, when narrow.  The same arithmetic as :meth:`update`; a read whose counters come in the order
+        of the last one costs a comparison of arrays, plus one step per counter that changed.
+        """
+        old = self._counters.get(source)
+        if old is None or not isinstance(counters, list) or len(counters) != len(old) or counters != old.keys:
+            rows = zip(
+                counters, series, packets, nbytes, epochs or [None] * len(counters), repeat(packet_bits)
+            )
+            self._read(source, list(rows), now)
+            return
         stamp = int(time.time() if now is None else now)
-        old = self._last.get(source, {})
-        new: dict[CounterKey, Observation] = {}
-        totals = self._totals
+        p, b = array("Q", packets), array("Q", nbytes)
+        e = old.epochs
+        if epochs is not None:
+            e = _epochs(old.epochs[i] if x is None else x for i, x in enumerate(epochs))
+        same_series = series == old.series
+        if p == old.packets and b == old.bytes and e == old.epochs and same_series:
+            self._read_at[source] = stamp  # nothing grew, nothing moved
+            return
+        changed = [
+            i
+            for i, (p1, p0, b1, b0, e1, e0) in enumerate(zip(p, old.packets, b, old.bytes, e, old.epochs))
+            if p1 != p0 or b1 != b0 or e1 != e0
+        ]
+        moved: list[int] = []
+        if not same_series:
+            moved = [i for i, (s1, s0) in enumerate(zip(series, old.series)) if s1 != s0]
+            changed = sorted(set(changed).union(moved))
         resets = 0
-        moved: list[Observation] = []
-        for obs in observations:
-            counter = obs.counter
-            last = new[counter] if counter in new else old.get(counter)
-            if last is obs:  # the very observation accounted last time: nothing grew
-                new[counter] = obs
-                continue
-            if last is None:
-                grew = (obs.packets, obs.bytes)
+        before = self._read_at.get(source)
+        for i in changed:
+            key = series[i]
+            if key != old.series[i]:
+                if old.slots[i] != NO_SERIES and before is not None:
+                    self._saw(old.slots[i], before)  # its old series was last seen by the read before
+                old.series[i] = key
+                old.slots[i] = NO_SERIES if key is None else self._series(key, stamp)
+            grew, reset = _growth(old.packets[i], old.bytes[i], old.epochs[i], p[i], b[i], e[i], packet_bits)
+            resets += reset
+            old.packets[i], old.bytes[i], old.epochs[i] = p[i], b[i], e[i]
+            self._add(old.slots[i], grew, stamp)
+        self._read_at[source] = stamp
+        self.resets[source] += resets
+        self.changes += resets
+
+    def _read(
+        self,
+        source: str,
+        rows: list[tuple[CounterKey, Optional[SeriesKey], int, int, Optional[int], Optional[int]]],
+        now: Optional[float],
+    ) -> None:
+        """A read slot by slot: counters that came, went or came twice."""
+        stamp = int(time.time() if now is None else now)
+        old = self._counters.get(source) or _Counters()
+        index = old.index()
+        new = _Counters()
+        place = new.index()
+        resets = 0
+        moved: list[int] = []  # series slots last fed by the read before
+        for counter, key, packets, nbytes, epoch, bits in rows:
+            at = place.get(counter)
+            last: Optional[_Counters] = (
+                new  # the same counter twice in one read: the second follows the first
+            )
+            was = at
+            if at is None:
+                was = index.get(counter)
+                last = old
+            slot = NO_SERIES if key is None else self._series(key, stamp)
+            e = NO_EPOCH if epoch is None else _epoch(epoch)
+            if last is None or was is None:
+                grew = (packets, nbytes)
                 self.changes += 1
             else:
-                if last.series is not None and last.series != obs.series:
-                    moved.append(last)  # its old series was last seen by the read before
-                if last.epoch is not None and obs.epoch is not None and last.epoch != obs.epoch:
-                    grew = (obs.packets, obs.bytes)  # a new incarnation of the counter
-                    resets += 1
-                elif (
-                    obs.packets < last.packets
-                    and obs.bytes > last.bytes
-                    and obs.packet_bits
-                    and last.packets != SATURATED
-                ):
-                    # Bytes grew but a narrow packet counter went down: it wrapped.  Down from
-                    # SATURATED (Virtuozzo 9's vznetstat stops there) it can only have been reset.
-                    grew = (obs.packets + (1 << obs.packet_bits) - last.packets, obs.bytes - last.bytes)
-                elif obs.packets < last.packets or obs.bytes < last.bytes:
-                    grew = (obs.packets, obs.bytes)
-                    resets += 1
-                else:
-                    grew = (obs.packets - last.packets, obs.bytes - last.bytes)
-            if obs.epoch is None and last is not None and last.epoch is not None:
-                obs = obs._replace(epoch=last.epoch)  # keeps the epoch it was given
-            new[counter] = obs
-            if obs.series is not None:
-                total = totals.get(obs.series)
-                if total is None:
-                    totals[obs.series] = _Total(grew[0], grew[1], stamp)
-                    self.changes += 1
-                    self.series_made += 1
-                else:
-                    total.packets += grew[0]
-                    total.bytes += grew[1]
-                    total.seen = stamp
-                    if grew[0] or grew[1]:
-                        dirty = self._dirty.get(obs.series[0])
-                        if dirty is None:
-                            dirty = self._dirty[obs.series[0]] = set()
-                        dirty.add(obs.series)
-        gone = old.keys() - new.keys()
+                if last.slots[was] != NO_SERIES and last.series[was] != key:
+                    moved.append(last.slots[was])
+                if e == NO_EPOCH:
+                    e = last.epochs[was]  # keeps the epoch it was given
+                grew, reset = _growth(
+                    last.packets[was], last.bytes[was], last.epochs[was], packets, nbytes, e, bits
+                )
+                resets += reset
+            if at is not None:
+                new.series[at], new.slots[at] = key, slot
+                new.packets[at], new.bytes[at], new.epochs[at] = packets, nbytes, e
+            else:
+                new.append(counter, key, slot, packets, nbytes, e)
+            self._add(slot, grew, stamp)
         before = self._read_at.get(source)
+        gone = [i for i, counter in enumerate(old.keys) if counter not in place]
         if before is not None:  # counters gone or moved to another series: theirs was last seen then
-            self._seen([old[c] for c in gone], before)
-            self._seen(moved, before)
-        self._last[source] = new
+            for slot in [*(old.slots[i] for i in gone), *moved]:
+                if slot != NO_SERIES:
+                    self._saw(slot, before)
+        new._index = None
+        self._counters[source] = new
         self._read_at[source] = stamp
         self.resets[source] += resets
         self.changes += len(gone) + resets
 
-    def _seen(self, observations: Iterable[Observation], stamp: int) -> None:
-        totals = self._totals
-        for obs in observations:
-            total = totals.get(obs.series) if obs.series is not None else None
-            if total is not None and total.seen < stamp:
-                total.seen = stamp
+    def _series(self, key: SeriesKey, stamp: int) -> int:
+        """The slot of a series, made (from zero) if it is new."""
+        slot = self._slot.get(key)
+        if slot is None:
+            slot = self._slot[key] = len(self._keys)
+            self._keys.append(key)
+            self._packets.append(0)
+            self._bytes.append(0)
+            self._seen.append(stamp)
+            self.changes += 1
+            self.series_made += 1
+        return slot
+
+    def _add(self, slot: int, grew: tuple[int, int], stamp: int) -> None:
+        if slot == NO_SERIES:
+            return
+        self._seen[slot] = stamp
+        if grew[0] or grew[1]:
+            self._packets[slot] += grew[0]
+            self._bytes[slot] += grew[1]
+            kind = self._keys[slot][0]
+            dirty = self._dirty.get(kind)
+            if dirty is None:
+                dirty = self._dirty[kind] = set()
+            dirty.add(slot)
+
+    def _saw(self, slot: int, stamp: int) -> None:
+        if self._seen[slot] < stamp:
+            self._seen[slot] = stamp
 
     def _touch(self) -> None:
         """Bring every series' last-seen time up to the last read of the counters that feed it.
 
         Reads set it only for counters that changed; this does it for the rest, where it is needed.
         """
-        for source, counters in self._last.items():
+        seen = self._seen
+        for source, counters in self._counters.items():
             stamp = self._read_at.get(source)
-            if stamp is not None:
-                self._seen(counters.values(), stamp)
+            if stamp is None:
+                continue
+            for slot in set(counters.slots):
+                if slot != NO_SERIES and seen[slot] < stamp:
+                    seen[slot] = stamp
 
     def _set(self, source: str, counter: CounterKey, packets: int, nbytes: int, epoch: Epoch) -> None:
-        counters = self._last.setdefault(source, {})
-        last = counters.get(counter)
-        counters[counter] = Observation(
-            counter, None if last is None else last.series, packets, nbytes, None, epoch
-        )
+        counters = self._counters.setdefault(source, _Counters())
+        i = counters.index().get(counter)
+        e = NO_EPOCH if epoch is None else _epoch(epoch)
+        if i is None:
+            counters.append(counter, None, NO_SERIES, packets, nbytes, e)
+        else:
+            counters.packets[i], counters.bytes[i], counters.epochs[i] = packets, nbytes, e
 
     def started(self, source: str, counter: CounterKey, epoch: Epoch = None) -> None:
         """A counter we have just created: it starts from zero."""
-        if counter in self._last.get(source, {}):
+        counters = self._counters.get(source)
+        if counters is not None and counter in counters.index():
             self.resets[source] += 1  # it replaces one we were reading
         self._set(source, counter, 0, 0, epoch)
         self.changes += 1
 
     def restamped(self, source: str, counter: CounterKey, epoch: Epoch) -> None:
         """We gave a counter a new epoch without resetting it: not a reset."""
-        last = self._last.get(source, {}).get(counter)
-        if last is not None:
-            self._set(source, counter, last.packets, last.bytes, epoch)
+        counters = self._counters.get(source)
+        i = None if counters is None else counters.index().get(counter)
+        if counters is not None and i is not None:
+            self._set(source, counter, counters.packets[i], counters.bytes[i], epoch)
             self.changes += 1
 
     def boot(self, boot_id: Optional[str]) -> int:
@@ -196,10 +336,10 @@ class Accumulator:
         absorbed = 0
         if self.boot_id is not None:
             self._touch()
-            for source, counters in self._last.items():
+            for source, counters in self._counters.items():
                 self.resets[source] += len(counters)
                 absorbed += len(counters)
-            self._last.clear()
+            self._counters.clear()
         self.boot_id = boot_id
         self.changes += 1
         return absorbed
@@ -207,18 +347,40 @@ class Accumulator:
     def expire(self, retention: float, now: Optional[float] = None) -> int:
         """Drop the series not seen for longer than retention; returns how many."""
         now = time.time() if now is None else now
-        self._touch()
-        gone = [series for series, total in self._totals.items() if now - total.seen > retention]
-        for series in gone:
-            del self._totals[series]
+        stale = [slot for slot, seen in enumerate(self._seen) if now - seen > retention]
+        gone = []
+        if stale:
+            self._touch()  # a series fed by a counter was seen at its source's last read
+            gone = [slot for slot in stale if now - self._seen[slot] > retention]
+        if gone:
+            self._drop(set(gone))
         self.changes += len(gone)
         self.series_made += len(gone)
         return len(gone)
 
+    def _drop(self, gone: set[int]) -> None:
+        """Remove series and renumber the slots of the rest, in every source's counters."""
+        keep = [slot for slot in range(len(self._keys)) if slot not in gone]
+        renumber = {old: new for new, old in enumerate(keep)}
+        self._keys = [self._keys[slot] for slot in keep]
+        self._packets = array("Q", (self._packets[slot] for slot in keep))
+        self._bytes = array("Q", (self._bytes[slot] for slot in keep))
+        self._seen = array("q", (self._seen[slot] for slot in keep))
+        self._slot = {key: slot for slot, key in enumerate(self._keys)}
+        for counters in self._counters.values():
+            for i, slot in enumerate(counters.slots):
+                if slot != NO_SERIES:
+                    new = renumber.get(slot, NO_SERIES)
+                    counters.slots[i] = new
+                    if new == NO_SERIES:
+                        counters.series[i] = None
+        self._rows.clear()
+        self._dirty.clear()
+
     def total(self, series: SeriesKey) -> tuple[int, int]:
         """(packets, bytes) accumulated for a series."""
-        total = self._totals.get(series)
-        return (0, 0) if total is None else (total.packets, total.bytes)
+        slot = self._slot.get(series)
+        return (0, 0) if slot is None else (self._packets[slot], self._bytes[slot])
 
     def rows(self, kind: str) -> list[SeriesRow]:
         """(series, packets, bytes) of every retained series whose key starts with kind, sorted.
@@ -228,16 +390,17 @@ class Accumulator:
         """
         cached = self._rows.get(kind)
         dirty = self._dirty.pop(kind, set())
-        totals = self._totals
+        packets, nbytes = self._packets, self._bytes
         if cached is None or cached[0] != self.series_made:
-            keys = sorted(key for key in totals if key[0] == kind)
-            rows = [(key, totals[key].packets, totals[key].bytes) for key in keys]
-            self._rows[kind] = (self.series_made, rows, {key: i for i, key in enumerate(keys)})
+            slots = sorted(
+                (slot for slot, key in enumerate(self._keys) if key[0] == kind), key=self._keys.__getitem__
+            )
+            rows = [(self._keys[slot], packets[slot], nbytes[slot]) for slot in slots]
+            self._rows[kind] = (self.series_made, rows, {slot: i for i, slot in enumerate(slots)})
             return rows
         _, rows, index = cached
-        for key in dirty:
-            total = totals[key]
-            rows[index[key]] = (key, total.packets, total.bytes)
+        for slot in dirty:
+            rows[index[slot]] = (self._keys[slot], packets[slot], nbytes[slot])
         return rows
 
     # -- persistence ---------------------------------------------------------
@@ -253,11 +416,14 @@ class Accumulator:
             "version": STATE_VERSION,
             "boot_id": self.boot_id,
             "counters": [
-                [source, obs.packets, obs.bytes, obs.epoch, *counter]
-                for source, counters in self._last.items()
-                for counter, obs in counters.items()
+                [source, c.packets[i], c.bytes[i], None if c.epochs[i] == NO_EPOCH else c.epochs[i], *counter]
+                for source, c in self._counters.items()
+                for i, counter in enumerate(c.keys)
             ],
-            "series": [[t.packets, t.bytes, t.seen, *series] for series, t in self._totals.items()],
+            "series": [
+                [self._packets[slot], self._bytes[slot], self._seen[slot], *series]
+                for slot, series in enumerate(self._keys)
+            ],
             "resets": dict(self.resets),
         }
 
@@ -298,7 +464,7 @@ class Accumulator:
                 if not isinstance(source, str) or not counter or not all(map(_is_part, counter)):
                     raise ValueError("not a counter")
                 values = _count(packets, RAW_LIMIT), _count(nbytes, RAW_LIMIT)
-                stamp = None if epoch is None else _count(epoch, RAW_LIMIT)
+                stamp = None if epoch is None else _count(epoch, NO_EPOCH)
             except (TypeError, ValueError) as err:
                 bad(f"counter row {_shown(row)}: {err}")
                 continue
@@ -310,17 +476,46 @@ class Accumulator:
                     series
                 ):
                     raise ValueError("not a series")
-                total = _Total(_count(row[0]), _count(row[1]), _count(row[2]))
+                packets, nbytes, seen = _count(row[0]), _count(row[1]), _count(row[2], 1 << 63)
             except (TypeError, ValueError, IndexError) as err:
                 bad(f"series row {_shown(row)}: {err}")
                 continue
-            acc._totals[series] = total
+            slot = acc._series(series, seen)
+            acc._packets[slot], acc._bytes[slot], acc._seen[slot] = packets, nbytes, seen
         for source, count in resets.items():
             try:
                 acc.resets[str(source)] = _count(count)
             except ValueError as err:
                 bad(f"resets of {_shown(source)}: {err}")
         return acc
+
+
+def _epoch(epoch: int) -> int:
+    """An epoch in the range an array slot holds: only equality matters, and values we make are in it."""
+    return epoch if 0 <= epoch < NO_EPOCH else epoch % NO_EPOCH
+
+
+def _epochs(epochs: Iterable[int]) -> array[int]:
+    values = list(epochs)
+    try:
+        return array("Q", values)
+    except OverflowError:
+        return array("Q", map(_epoch, values))
+
+
+def _growth(
+    p0: int, b0: int, e0: int, p1: int, b1: int, e1: int, bits: Optional[int]
+) -> tuple[tuple[int, int], int]:
+    """((packets, bytes) added, resets) of a counter read at (p1, b1, epoch e1) after (p0, b0, e0)."""
+    if e0 != NO_EPOCH and e1 != NO_EPOCH and e0 != e1:
+        return (p1, b1), 1  # a new incarnation of the counter
+    if p1 < p0 and b1 > b0 and bits and p0 != SATURATED:
+        # Bytes grew but a narrow packet counter went down: it wrapped.  Down from
+        # SATURATED (Virtuozzo 9's vznetstat stops there) it can only have been reset.
+        return (p1 + (1 << bits) - p0, b1 - b0), 0
+    if p1 < p0 or b1 < b0:
+        return (p1, b1), 1
+    return (p1 - p0, b1 - b0), 0
 
 
 def _shown(value: Any) -> str:

@@ -19,10 +19,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from . import discovery, privileges
-from .accounting import SERIES_PARTS, Accumulator, Observation, SeriesRow
+from .accounting import SERIES_PARTS, Accumulator, CounterKey, Observation, SeriesKey, SeriesRow
 from .config import Config, QuotaConfig
 from .discovery import Container, Inventory
 from .discovery.classes import ClassTable, Nesting, nesting
@@ -42,6 +42,7 @@ from .sources.vznetstat import VznetstatSource
 from .state import StateFile, read_boot_id
 
 log = logging.getLogger(__name__)
+_UNSEEN: Any = object()  # a counter whose series is not known yet
 
 BACKENDS = ("nftables", "ipset", "iptables")  # every netfilter backend, for removal
 AUTO_ORDER = BACKENDS  # backend: auto takes the first that works
@@ -169,8 +170,8 @@ class Exporter:
         self._inventory: Optional[Inventory] = None
         self._expired_at = -float("inf")
         self._nf_readings: list[IpReading] = []  # the last netfilter read accounted
-        # id(reading) -> (reading, its observation), for the owners they were made with
-        self._nf_observations: dict[int, tuple[IpReading, Observation]] = {}
+        # counter -> its series (None: nobody owns its address), for the owners they were made with
+        self._nf_series: dict[CounterKey, Optional[SeriesKey]] = {}
         self._nf_owners: Mapping[str, str] = {}
         self._backends: dict[str, Backend] = {}
         self._discovery_status: dict[str, SourceStatus] = {}
@@ -620,26 +621,31 @@ class Exporter:
 
     def _account_netfilter(self, name: str, readings: list[IpReading], inventory: Inventory) -> None:
         owners = inventory.owners
-        # Observations carry their owner: made again for new owners.
+        # Series keys follow the owners: made again when they change, else one per counter, kept.
         if owners is not self._nf_owners and owners != self._nf_owners:
-            self._nf_observations = {}
+            self._nf_series = {}
             self._nf_owners = owners
-        # A backend hands back the same reading object for a counter that did
-        # not change; it gets back the same observation, which the accumulator
-        # passes over.  (The reading is kept with it: its id is not reused.)
-        made = self._nf_observations
-        kept: dict[int, tuple[IpReading, Observation]] = {}
-        observations = []
+        made = self._nf_series
+        counters = [r.counter for r in readings]
+        series = []
         for r in readings:
-            entry = made.get(id(r))
-            if entry is None or entry[0] is not r:
+            key = made.get(r.counter, _UNSEEN)
+            if key is _UNSEEN:
                 veid = owners.get(r.ip)
                 # An address nobody owns now is still tracked, so that a later owner
                 # gets only what it counts from then on.
-                key = None if veid is None else (IP_SERIES, veid, r.ip, str(r.klass), r.direction)
-                entry = (r, Observation(r.counter, key, r.packets, r.bytes, epoch=r.epoch))
-            kept[id(r)] = entry
-            observations.append(entry[1])
-        self._nf_observations = kept
-        self.accumulator.update(name, observations)
+                key = made[r.counter] = (
+                    None if veid is None else (IP_SERIES, veid, r.ip, str(r.klass), r.direction)
+                )
+            series.append(key)
+        if len(made) > 2 * len(readings) + 1024:  # counters gone for good: forget their keys
+            self._nf_series = {c: made[c] for c in counters if c in made}
+        self.accumulator.update_columns(
+            name,
+            counters,
+            series,
+            [r.packets for r in readings],
+            [r.bytes for r in readings],
+            [r.epoch for r in readings],
+        )
         self._nf_readings = readings

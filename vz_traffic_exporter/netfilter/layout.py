@@ -81,6 +81,17 @@ def parse_counting_spec(direction: str, spec: str) -> Optional[str]:
     return str(addr)
 
 
+STAMP_DIGITS = 19  # our stamps are nanoseconds since the epoch, below 2**63
+
+
+def stamp_of(text: str) -> Optional[int]:
+    """A stamp we wrote (decimal, below 2**63), or None: anything else is not one of ours."""
+    if not (text.isdigit() and text.isascii()) or len(text) > STAMP_DIGITS:
+        return None
+    value = int(text)
+    return value if value < 1 << 63 else None
+
+
 def epoch_spec(chain: str, stamp: int) -> str:
     return f"-m comment --comment {chain}-at-{stamp} -j RETURN"
 
@@ -91,7 +102,8 @@ _EPOCH_SPEC = re.compile(rf'^-m comment --comment "?({PREFIX}(?:IN|OUT)-\d+)-at-
 def parse_epoch_spec(spec: str) -> Optional[tuple[str, int]]:
     """(counting chain, stamp) of an epoch rule, or None if it is not one."""
     m = _EPOCH_SPEC.match(spec)
-    return (m.group(1), int(m.group(2))) if m else None
+    stamp = stamp_of(m.group(2)) if m else None
+    return None if m is None or stamp is None else (m.group(1), stamp)
 
 
 # Adopted mode's one object: a chain never jumped to, holding one rule whose one-byte marker
@@ -109,7 +121,7 @@ _ADOPTED_MARK = re.compile(r'^-m comment --comment "?adopted-at-(\d+)"? -j RETUR
 
 def parse_adopted_mark(spec: str) -> Optional[int]:
     m = _ADOPTED_MARK.match(spec)
-    return int(m.group(1)) if m else None
+    return stamp_of(m.group(1)) if m else None
 
 
 def is_ours(chain: str) -> bool:

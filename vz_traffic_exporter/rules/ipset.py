@@ -34,6 +34,7 @@ from typing import Callable, Optional
 from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
 from ..netfilter.iptables_save import SavedTable, SaveParser
+from ..netfilter.layout import stamp_of
 from ..netfilter.xtables import FAMILIES, Xtables, detect
 from ..runner import Runner, output_of
 from ..sources import IpReading, canonical_ip, counter_value
@@ -227,8 +228,7 @@ def _fast_values(rest: str) -> Optional[Values]:
 
 @functools.lru_cache(maxsize=256)  # elements made by one sync share one stamp
 def _stamp(comment: str) -> Optional[int]:
-    text = comment.strip('"')
-    return int(text) if text.isdigit() else None
+    return stamp_of(comment.strip('"'))
 
 
 @functools.cache
