@@ -124,7 +124,7 @@ def test_the_deb_installs_runs_and_purges_cleanly(packages: dict[str, Path], tmp
         root.run("vz-traffic-exporter", "--config", "/tmp/config.yaml", "rules", "sync")
         dump = root.run("vz-traffic-exporter", "--config", "/tmp/config.yaml", "dump").stdout
         assert 'vz_traffic_source_up{source="nftables"} 1.0' in dump
-        assert 'vz_traffic_ip_bytes_total{class="1",direction="out",ip="192.0.2.11",veid="101"} 0.0' in dump
+        assert 'vz_traffic_ip_bytes_total{class="1",direction="out",ip="192.0.2.11",veid="101"} 0\n' in dump
         purge = root.run("dpkg", "--purge", PACKAGE, check=False)
         assert purge.returncode == 0, purge.stderr
         assert root.run("dpkg-query", "-W", PACKAGE, check=False).returncode != 0

@@ -103,7 +103,7 @@ def test_label_values_are_escaped_exactly(
         {VZLIST: json.dumps([{"ctid": 101, "name": name, "ip": []}])}, installed=("vzlist",)
     )
     text = dump(capsys, write_config, runner, "vzlist")
-    assert f'vz_traffic_container_info{{name="{written}",veid="101"}} 1.0' in text
+    assert f'vz_traffic_container_info{{name="{written}",veid="101"}} 1\n' in text
     assert info_names(text)["101"] == name.replace("\udcff", "\ufffd")
 
 
@@ -203,7 +203,7 @@ def test_a_bad_kernel_file_fails_its_source_only(
     text = capsys.readouterr().out
     assert 'vz_traffic_source_up{source="venetstat"} 0.0' in text
     assert 'vz_traffic_source_up{source="interfaces"} 1.0' in text
-    assert 'vz_traffic_interface_bytes_total{direction="out",interface="veth101.0",veid="101"} 1400.0' in text
+    assert 'vz_traffic_interface_bytes_total{direction="out",interface="veth101.0",veid="101"} 1400\n' in text
     assert "9" * 40 not in text
 
 

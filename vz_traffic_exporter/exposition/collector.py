@@ -4,7 +4,8 @@ The per-series families and the container info (tens of thousands of samples
 on a large node) are written straight to text; every other family goes
 through prometheus-client const metric families and its text writer.  Both
 write the same format: labels sorted by name, values as prometheus-client
-formats them.  A :class:`Renderer` kept across scrapes writes a sample line
+formats them, except that whole numbers are written as integers (exact where
+a float's text would round them).  A :class:`Renderer` kept across scrapes writes a sample line
 again only when its value changed: on a large node most counters are idle
 between two scrapes.
 """
@@ -113,7 +114,15 @@ def _kernel_rows(snap: Snapshot) -> dict[str, list[tuple[str, float]]]:
     return rows
 
 
-_value: Callable[[float], str] = floatToGoString  # the library's number format
+_float: Callable[[float], str] = floatToGoString  # the library's number format
+
+
+def _value(value: float) -> str:
+    """A sample's value: a whole number as an integer (exact, whatever its size), else as the library writes
+    floats."""
+    return str(value) if type(value) is int else _float(value)
+
+
 _SPECIAL = re.compile('[\\\\\n"\ud800-\udfff]')
 
 
@@ -193,8 +202,8 @@ class Renderer:
                 lines = (
                     packets,
                     nbytes,
-                    f"{IP_BYTES}{{{labels}}} {_value(nbytes)}\n",
-                    f"{IP_PACKETS}{{{labels}}} {_value(packets)}\n",
+                    f"{IP_BYTES}{{{labels}}} {nbytes}\n",  # totals are integers
+                    f"{IP_PACKETS}{{{labels}}} {packets}\n",
                     labels,
                 )
             kept[key] = lines
@@ -218,7 +227,7 @@ class Renderer:
         return self._text(
             INFO,
             (containers,),
-            lambda: [(_info_labels((veid, ct.name)), 1.0) for veid, ct in sorted(containers.items())],
+            lambda: [(_info_labels((veid, ct.name)), 1) for veid, ct in sorted(containers.items())],
         )
 
     def _quotas(self, containers: Mapping[str, Container], quotas: QuotaConfig) -> str:
@@ -226,7 +235,7 @@ class Renderer:
             QUOTA,
             (containers, quotas),
             lambda: [
-                (_quota_labels((veid, direction)), float(size))
+                (_quota_labels((veid, direction)), int(size))
                 for veid in sorted({*containers, *quotas.containers})
                 for direction, size in quotas.of(veid).items()
             ],
