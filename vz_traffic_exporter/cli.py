@@ -340,9 +340,9 @@ def _serve(
     renderer = collector.Renderer()
     exporter: Optional[Exporter] = None
 
-    def metrics() -> bytes:
+    def metrics() -> list[bytes]:
         assert exporter is not None  # no request is served before the exporter is made
-        return renderer(exporter.poll())
+        return renderer.parts(exporter.poll())
 
     app = http.make_app(metrics, args.telemetry_path, web, args.max_requests)
     tls = None

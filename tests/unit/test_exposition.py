@@ -135,9 +135,10 @@ def test_sources_survive_an_unexpected_bug(monkeypatch: pytest.MonkeyPatch) -> N
     assert {s.name: s.up for s in snap.statuses} == {"static": True, "iptables": False}
 
 
-def call(app: http.WSGIApp, path: str) -> tuple[str, bytes]:
+def call(app: http.WSGIApp, path: str, **headers: str) -> tuple[str, bytes]:
     status: list[str] = []
     environ = {
+        **headers,
         "REQUEST_METHOD": "GET",
         "PATH_INFO": path,
         "QUERY_STRING": "",
@@ -323,3 +324,34 @@ def test_a_kept_renderer_writes_what_a_fresh_one_writes_scrape_after_scrape() ->
         (("class", "1"), ("direction", "out"), ("ip", "192.0.2.11"), ("veid", "101")),
     )
     assert [samples(text)[key] for text in texts] == [1280, 1280, 1536, 1536]
+
+
+def test_gzip_members_of_unchanged_series_are_not_compressed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    runner = managed_runner()
+    exporter = Exporter(load(LAB), runner, procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT)
+    renderer = collector.Renderer()
+    app = http.make_app(lambda: renderer.parts(exporter.poll()), "/metrics")
+    compressed: list[int] = []
+    real = gzip.compress
+    monkeypatch.setattr(gzip, "compress", lambda data, **kw: compressed.append(len(data)) or real(data, **kw))
+    bodies = []
+    for _ in range(3):
+        status, body = call(app, "/metrics", HTTP_ACCEPT_ENCODING="gzip")
+        assert status.startswith("200")
+        bodies.append(gzip.decompress(body))  # every member, in order
+    plain = b"".join(renderer.parts(exporter.poll()))
+    assert (
+        bodies[0].split(b"# HELP vz_traffic_class_info")[0] == plain.split(b"# HELP vz_traffic_class_info")[0]
+    )
+    assert len(compressed) == 4  # the series once, the library's small part at each scrape
+    series = compressed[0]
+    assert compressed[1:] != [series] * 3 and max(compressed[1:]) < series
+    ipv4 = ("iptables-save", "-c", "-t", "filter")
+    runner.outputs[ipv4] = str(runner.outputs[ipv4]).replace(
+        "[10:1280] -A VZTRAFFIC-OUT-1", "[11:1408] -A VZTRAFFIC-OUT-1"
+    )
+    compressed.clear()
+    status, body = call(app, "/metrics", HTTP_ACCEPT_ENCODING="gzip")
+    assert len(compressed) == 2 and b'veid="101"} 1408\n' in gzip.decompress(body)

@@ -176,17 +176,27 @@ class Renderer:
         # series -> (packets, bytes, bytes line, packets line, label text)
         self._ip_lines: dict[SeriesKey, tuple[int, int, str, str, str]] = {}
         self._texts: dict[str, tuple[tuple[object, ...], str]] = {}  # family -> (its inputs, its text)
+        self._body = ("", b"")  # the series' text and its bytes, as last written
         self._lock = threading.Lock()
 
     def __call__(self, snap: Snapshot) -> bytes:
+        return b"".join(self.parts(snap))
+
+    def parts(self, snap: Snapshot) -> list[bytes]:
+        """The exposition in two parts: the series (tens of thousands of lines on a large node; the very
+        same object as last time when no line changed) and the few families the library writes."""
         with self._lock:
             parts = self._ip_series(snap)
             parts += [_series_text(name, rows) for name, rows in _kernel_rows(snap).items() if rows]
             parts.append(self._container_info(snap.inventory.containers))
             parts.append(self._quotas(snap.inventory.containers, snap.quotas))
+            text = "".join(parts)
+            if text != self._body[0]:
+                self._body = (text, text.encode())
+            series = self._body[1]
         registry = CollectorRegistry(auto_describe=False)
         registry.register(TrafficCollector(lambda: snap))
-        return "".join(parts).encode() + generate_latest(registry)
+        return [series, generate_latest(registry)]
 
     def _ip_series(self, snap: Snapshot) -> list[str]:
         if not snap.ip_series:

@@ -20,9 +20,9 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from socketserver import ThreadingMixIn
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -40,8 +40,11 @@ DEFAULT_MAX_REQUESTS = 40
 METHODS = ("GET", "HEAD")
 
 
+Body = Union[bytes, Sequence[bytes]]  # the exposition, whole or in parts (a part unchanged: the same object)
+
+
 def make_app(
-    metrics: Callable[[], bytes],
+    metrics: Callable[[], Body],
     telemetry_path: str,
     web: Optional[WebConfigWatcher] = None,
     max_requests: int = DEFAULT_MAX_REQUESTS,
@@ -119,7 +122,29 @@ def _authorised(auth: Authenticator, config: WebConfig, header: str) -> bool:
     return bool(sep) and auth.check(config.users, user, password)
 
 
-def _routes(metrics: Callable[[], bytes], telemetry_path: str) -> WSGIApp:
+class _Gzip:
+    """gzip of a body's parts, one gzip member each: a part that is the same object as last time is not
+    compressed again.  Clients read the members as one stream (RFC 1952 section 2.2)."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, tuple[bytes, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, parts: Sequence[bytes]) -> list[bytes]:
+        with self._lock:
+            made = {}
+            out = []
+            for part in parts:
+                cached = self._last.get(id(part))
+                if cached is None or cached[0] is not part:
+                    cached = (part, gzip.compress(part, compresslevel=1, mtime=0))
+                made[id(part)] = cached
+                out.append(cached[1])
+            self._last = made
+            return out
+
+
+def _routes(metrics: Callable[[], Body], telemetry_path: str) -> WSGIApp:
     path_html = html.escape(telemetry_path)
     landing = (
         "<!DOCTYPE html><html><head><title>vz-traffic-exporter</title></head><body>"
@@ -127,17 +152,19 @@ def _routes(metrics: Callable[[], bytes], telemetry_path: str) -> WSGIApp:
         "<p>Per-container network traffic of this node.</p>"
         f'<p><a href="{path_html}">Metrics</a></p></body></html>\n'
     ).encode()
+    compress = _Gzip()
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == telemetry_path:
             body = metrics()
+            parts = [body] if isinstance(body, bytes) else [part for part in body if part]
             headers = [("Content-Type", CONTENT_TYPE_LATEST)]
             if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
-                body = gzip.compress(body, compresslevel=1)
+                parts = compress(parts)
                 headers.append(("Content-Encoding", "gzip"))
-            start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
-            return [body]
+            start_response("200 OK", [*headers, ("Content-Length", str(sum(map(len, parts))))])
+            return parts
         if path == "/":
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
             return [landing]
