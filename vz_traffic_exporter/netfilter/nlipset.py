@@ -1,0 +1,291 @@
+"""Our ipset sets, their elements and counters, read over netlink: what ``ipset save`` prints, without it.
+
+One dump request to the kernel's ipset subsystem (NETLINK_NETFILTER,
+``IPSET_CMD_SAVE``), decoded strictly: only the attributes our sets carry
+are understood (an address, a prefix, byte and packet counters, a comment,
+padding).  Any other layout in one of our sets, a truncated or malformed
+message, or a dump larger than the bounds raises :class:`Unknown`, and the
+caller reads ``ipset save`` instead: nothing is guessed.  Other sets on the
+node are passed over without being decoded.
+
+The attribute numbers are those of the kernel's ``uapi/linux/netfilter/ipset/ip_set.h``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Optional
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_IPSET = 6
+IPSET_CMD_SAVE = 8
+IPSET_PROTOCOL = 7  # the kernel answers protocols 6 and 7 alike for a dump
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+
+# Command level
+ATTR_PROTOCOL, ATTR_SETNAME, ATTR_TYPENAME, ATTR_REVISION, ATTR_FAMILY = 1, 2, 3, 4, 5
+ATTR_DATA, ATTR_ADT, ATTR_INDEX = 7, 8, 11
+# An element
+ATTR_IP, ATTR_CIDR, ATTR_BYTES, ATTR_PACKETS, ATTR_COMMENT, ATTR_PAD = 1, 3, 24, 25, 26, 30
+IPADDR_IPV4, IPADDR_IPV6 = 1, 2
+
+MAX_ELEMENTS = 4_000_000  # per dump: ipset's own maxelem default is 65,536 a set
+MAX_BYTES = 1 << 30  # of messages per dump
+TIMEOUT = 10.0  # s without a message
+
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
+_NLA = struct.Struct("=HH")
+_U64 = struct.Struct(">Q")
+IPSET_CMD_LIST = 7
+_MESSAGE = (NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_SAVE
+_ANSWERS = {(NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_LIST, _MESSAGE}  # the kernel answers a save as a list
+
+Elements = dict[str, tuple[int, int, Optional[str]]]  # element -> (packets, bytes, comment)
+
+
+class Unknown(ValueError):
+    """The dump holds something this reader does not decode: read the tool's text instead."""
+
+
+def _attrs(data: bytes, at: int, end: int, what: str) -> Iterator[tuple[int, int, int]]:
+    """(type, start, end) of the payload of each attribute in data[at:end], in order."""
+    while at < end:
+        if end - at < 4:
+            raise Unknown(f"{what}: {end - at} bytes after the last attribute")
+        length, kind = _NLA.unpack_from(data, at)
+        if length < 4 or at + length > end:
+            raise Unknown(f"{what}: an attribute of {length} bytes at {at} of {end}")
+        yield kind & NLA_TYPE_MASK, at + 4, at + length
+        at += (length + 3) & ~3
+
+
+def _string(raw: bytes, what: str) -> str:
+    try:
+        return raw.split(b"\0", 1)[0].decode()
+    except UnicodeDecodeError:
+        raise Unknown(f"{what}: not UTF-8") from None
+
+
+def _elements(data: bytes, at: int, end: int, set_type: str, elements: Elements, what: str) -> int:
+    """Decode the element attributes (IPSET_ATTR_DATA) in data[at:end] into elements; returns how many."""
+    if set_type == "hash:ip" and end - at >= 4:
+        fast = _uniform(data, at, end, elements, what)
+        if fast is not None:
+            return fast
+    return _each(data, at, end, set_type, elements, what)
+
+
+# The elements of our counting sets as the kernel writes them: an address (nested), bytes, packets and,
+# from a sync, a comment.  By address size: the offsets of the attribute headers, and the format of the rest.
+_LAYOUTS = {
+    4: ((0, 4, 8, 16, 28), ">12x4s4xQ4xQ"),
+    16: ((0, 4, 8, 28, 40), ">12x16s4xQ4xQ"),
+}
+_MAPPED = bytes(10)  # IPv6 addresses that start so are written as the ipaddress module writes them
+
+
+def _uniform(data: bytes, at: int, end: int, elements: Elements, what: str) -> Optional[int]:
+    """Elements that all have the layout and attribute headers of the first one, decoded as fixed-size
+    records; None when they do not (the caller then decodes them attribute by attribute)."""
+    length = _NLA.unpack_from(data, at)[0]
+    record = (length + 3) & ~3
+    if length < 4 or record > end - at or (end - at) % record:
+        return None
+    first: Elements = {}
+    _each(data, at, at + length, "hash:ip", first, what)  # the first one, attribute by attribute
+    [(ip, values)] = first.items()
+    size = 16 if ":" in ip else 4
+    heads, shape = _LAYOUTS[size]
+    fixed = struct.calcsize(shape)
+    if values[2] is not None:
+        heads, shape = (*heads, fixed), shape + f"4x{record - fixed - 4}s"
+    try:
+        layout = struct.Struct(shape)
+    except struct.error:
+        return None
+    count: int = (end - at) // record
+    if layout.size != record:
+        return None
+    # Every header of every element equals the first one's: compared byte column by byte column.
+    for head in heads:
+        for i in range(head, head + 4):
+            if data[at + i : end : record] != data[at + i : at + i + 1] * count:
+                return None
+    fields = list(layout.iter_unpack(data[at:end]))
+    ntop, family = socket.inet_ntop, socket.AF_INET if size == 4 else socket.AF_INET6
+
+    def text(address: bytes) -> str:
+        if size == 16 and address[:10] == _MAPPED:
+            return str(ipaddress.IPv6Address(address))
+        return ntop(family, address)
+
+    found: Elements
+    if len(fields[0]) > 3:
+        comments = {raw: _string(raw, what) for raw in {f[3] for f in fields}}
+        found = {text(f[0]): (f[2], f[1], comments[f[3]]) for f in fields}
+    else:
+        found = {text(f[0]): (f[2], f[1], None) for f in fields}
+    if found.get(ip) != values:  # the attributes are not where this layout has them
+        return None
+    before = len(elements)
+    elements.update(found)
+    if len(found) != count or len(elements) != before + count:
+        raise Unknown(f"{what}: an element appears twice")
+    return count
+
+
+def _each(data: bytes, at: int, end: int, set_type: str, elements: Elements, what: str) -> int:
+    """Decode elements attribute by attribute (any layout this reader knows)."""
+    unpack, u64 = _NLA.unpack_from, _U64.unpack_from
+    comments: dict[bytes, str] = {}
+    count = 0
+    while at < end:
+        if end - at < 4:
+            raise Unknown(f"{what}: {end - at} bytes after the last element")
+        length, kind = unpack(data, at)
+        if kind & NLA_TYPE_MASK != ATTR_DATA or length < 4 or at + length > end:
+            raise Unknown(f"{what}: attribute {kind & NLA_TYPE_MASK} of {length} bytes among its elements")
+        a, stop = at + 4, at + length
+        ip = None
+        cidr = -1
+        packets = nbytes = 0
+        comment = None
+        while a < stop:
+            if stop - a < 4:
+                raise Unknown(f"{what}: {stop - a} bytes after an element's last attribute")
+            size, attr = unpack(data, a)
+            attr &= NLA_TYPE_MASK
+            if size < 4 or a + size > stop:
+                raise Unknown(f"{what}: an element attribute of {size} bytes")
+            if attr == ATTR_IP and size >= 8:
+                inner, family = unpack(data, a + 4)
+                family &= NLA_TYPE_MASK
+                if family == IPADDR_IPV4 and inner == 8 and size == 12:
+                    ip = socket.inet_ntop(socket.AF_INET, data[a + 8 : a + 12])
+                elif family == IPADDR_IPV6 and inner == 20 and size == 24:
+                    ip = str(ipaddress.IPv6Address(data[a + 8 : a + 24]))
+                else:
+                    raise Unknown(f"{what}: address attribute {family} of {inner} bytes")
+            elif attr == ATTR_BYTES and size == 12:
+                nbytes = u64(data, a + 4)[0]
+            elif attr == ATTR_PACKETS and size == 12:
+                packets = u64(data, a + 4)[0]
+            elif attr == ATTR_COMMENT:
+                raw = data[a + 4 : a + size]
+                comment = comments.get(raw)
+                if comment is None:
+                    try:
+                        comment = comments[raw] = raw.split(b"\0", 1)[0].decode()
+                    except UnicodeDecodeError:
+                        raise Unknown(f"{what}: a comment that is not UTF-8") from None
+            elif attr == ATTR_CIDR and size == 5:
+                cidr = data[a + 4]
+            elif attr != ATTR_PAD:
+                raise Unknown(f"{what}: element attribute {attr} of {size} bytes")
+            a += (size + 3) & ~3
+        if ip is None:
+            raise Unknown(f"{what}: an element without an address")
+        if set_type == "hash:net" and cidr >= 0:
+            try:
+                ip = ipaddress.ip_network(f"{ip}/{cidr}").with_prefixlen
+            except ValueError as err:
+                raise Unknown(f"{what}: {err}") from None
+        elif set_type != "hash:ip" or cidr >= 0:
+            raise Unknown(f"{what}: a {set_type} element{' with a prefix' if cidr >= 0 else ''}")
+        if ip in elements:
+            raise Unknown(f"{what}: {ip} appears twice")
+        elements[ip] = (packets, nbytes, comment)
+        count += 1
+        at += (length + 3) & ~3
+    return count
+
+
+class SetDump:
+    """The sets whose names start with a prefix, as the kernel holds them: name -> (type, elements)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.sets: dict[str, tuple[str, Elements]] = {}
+        self._count = 0
+
+    def message(self, data: bytes, at: int, end: int) -> None:
+        """One ipset message: data[at:end] after its netlink header."""
+        name = set_type = None
+        adt = None
+        for kind, a, b in _attrs(data, at + 4, end, "ipset message"):  # after the nfgenmsg header
+            if kind == ATTR_SETNAME:
+                name = _string(data[a:b], "set name")
+                if not name.startswith(self.prefix):
+                    return  # not ours: not decoded
+            elif kind == ATTR_TYPENAME:
+                set_type = _string(data[a:b], f"set {name}: type")
+            elif kind == ATTR_ADT:
+                adt = (a, b)
+        if name is None:
+            raise Unknown("an ipset message without a set name")
+        if set_type is not None:  # the set's header, with its first elements, if any; more may follow
+            if name in self.sets:
+                raise Unknown(f"set {name}: listed twice")
+            self.sets[name] = (set_type, {})
+        elif name not in self.sets:
+            raise Unknown(f"set {name}: elements before its header")
+        if adt is None:
+            return
+        kind_of_set, elements = self.sets[name]
+        self._count += _elements(data, *adt, kind_of_set, elements, f"set {name}")
+        if self._count > MAX_ELEMENTS:
+            raise Unknown(f"more than {MAX_ELEMENTS} elements")
+
+
+def _request(sequence: int) -> bytes:
+    protocol = _NLA.pack(5, ATTR_PROTOCOL) + bytes([IPSET_PROTOCOL]) + b"\0\0\0"
+    body = struct.pack("=BBH", socket.AF_INET, 0, 0) + protocol
+    return _HEADER.pack(_HEADER.size + len(body), _MESSAGE, NLM_F_REQUEST | NLM_F_DUMP, sequence, 0) + body
+
+
+def dump(prefix: str) -> dict[str, tuple[str, Elements]]:
+    """Every set whose name starts with prefix: name -> (type, element -> (packets, bytes, comment)).
+
+    OSError when netlink answers with an error (no permission, no ip_set module), Unknown for what this
+    reader does not decode.
+    """
+    sequence = int.from_bytes(os.urandom(4), "little") or 1
+    found = SetDump(prefix)
+    total = 0
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.bind((0, 0))
+        sock.send(_request(sequence))
+        buffer = bytearray(1 << 20)
+        while True:
+            size, _, flags, _ = sock.recvmsg_into([buffer])
+            if flags & socket.MSG_TRUNC:
+                raise Unknown("a netlink message larger than 1 MiB")
+            total += size
+            if total > MAX_BYTES:
+                raise Unknown(f"a dump of more than {MAX_BYTES} bytes")
+            data = bytes(buffer[:size])
+            at = 0
+            while at + _HEADER.size <= size:
+                length, kind, _, seq, _ = _HEADER.unpack_from(data, at)
+                if length < _HEADER.size or at + length > size:
+                    raise Unknown(f"a netlink message of {length} bytes at {at} of {size}")
+                if seq != sequence:
+                    raise Unknown(f"a netlink message of sequence {seq}, not {sequence}")
+                if kind == NLMSG_DONE:
+                    return found.sets
+                if kind == NLMSG_ERROR:
+                    errno = -struct.unpack_from("=i", data, at + _HEADER.size)[0] if length >= 20 else 0
+                    if errno:
+                        raise OSError(errno, f"ipset netlink dump: {os.strerror(errno)}")
+                elif kind in _ANSWERS:
+                    found.message(data, at + _HEADER.size, at + length)
+                else:
+                    raise Unknown(f"a netlink message of type {kind:#x}")
+                at += (length + 3) & ~3
