@@ -83,7 +83,7 @@ def _elements(data: bytes, at: int, end: int, set_type: str, elements: Elements,
 
 # The elements of our counting sets as the kernel writes them: an address (nested), bytes, packets and,
 # from a sync, a comment.  By address size: the offsets of the attribute headers, and the format of the rest.
-_LAYOUTS = {
+_LAYOUTS: dict[int, tuple[tuple[int, ...], str]] = {
     4: ((0, 4, 8, 16, 28), ">12x4s4xQ4xQ"),
     16: ((0, 4, 8, 28, 40), ">12x16s4xQ4xQ"),
 }
