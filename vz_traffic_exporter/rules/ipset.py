@@ -33,10 +33,11 @@ from typing import Callable, Optional
 
 from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
+from ..netfilter import nlipset
 from ..netfilter.iptables_save import SavedTable, SaveParser
 from ..netfilter.layout import stamp_of
 from ..netfilter.xtables import FAMILIES, Xtables, detect
-from ..runner import Runner, output_of
+from ..runner import Runner, SystemRunner, output_of
 from ..sources import IpReading, canonical_ip, counter_value
 from . import SyncResult
 from .iptables import FilterTables, Op, RestoreWriter, Ruleset, plan, remove_family
@@ -303,11 +304,16 @@ _wanted = functools.lru_cache(maxsize=4)(desired)
 class IpsetRules:
     name = "ipset"
 
-    def __init__(self, runner: Runner, variant: Optional[Callable[[], str]] = None) -> None:
-        """variant: the host's iptables (LEGACY or NFT), asked when a table may have to be made."""
+    def __init__(
+        self, runner: Runner, variant: Optional[Callable[[], str]] = None, netlink: Optional[bool] = None
+    ) -> None:
+        """variant: the host's iptables (LEGACY or NFT), asked when a table may have to be made;
+        netlink: read the sets over netlink (default: when the runner runs real commands)."""
         self.runner = runner
         self._filter = FilterTables(runner, variant or functools.cache(lambda: detect(runner).variant))
         self._reader = SaveReader()
+        self._netlink = isinstance(runner, SystemRunner) if netlink is None else netlink
+        self._netlink_failed = ""  # why the last netlink read failed, said once
         # Every read checks the hooks in the filter tables: their unchanged lines are not parsed again.
         self._tables = {family: SaveParser() for family in FAMILIES}
 
@@ -321,8 +327,30 @@ class IpsetRules:
     def current(self) -> Current:
         return self._current()[0]
 
+    def _sets(self) -> tuple[dict[str, IpsetState], list[IpReading]]:
+        """Our sets and the counting sets' readings: over netlink where it works, else from ``ipset save``."""
+        if self._netlink:
+            try:
+                dumped = nlipset.dump(SET_PREFIX)
+            except (nlipset.Unknown, OSError) as err:
+                if str(err) != self._netlink_failed:
+                    log.warning("ipset over netlink: %s; reading ipset save instead", err)
+                    self._netlink_failed = str(err)
+            else:
+                if self._netlink_failed:
+                    log.info("ipset over netlink works again")
+                    self._netlink_failed = ""
+                sets = {
+                    name: IpsetState(
+                        kind, {k: (p, b, None if c is None else _stamp(c)) for k, (p, b, c) in found.items()}
+                    )
+                    for name, (kind, found) in dumped.items()
+                }
+                return sets, readings(sets)
+        return self._reader.read(self.runner.run(("ipset", "save")))
+
     def _current(self) -> tuple[Current, list[IpReading]]:
-        sets, found = self._reader.read(self.runner.run(("ipset", "save")))
+        sets, found = self._sets()
         tables = {}
         for family in FAMILIES:
             text = self.runner.run((Xtables.program(family, "save"), "-t", "filter"))
