@@ -40,7 +40,9 @@ from typing import Any, Optional
 
 from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
-from ..runner import CommandError, Runner, output_of
+from ..netfilter import nlnft
+from ..netfilter.nlipset import Unknown
+from ..runner import CommandError, Runner, SystemRunner, output_of
 from ..sources import IpReading, canonical_ip, counter_value
 from . import SyncResult
 
@@ -252,14 +254,32 @@ _wanted = functools.lru_cache(maxsize=4)(desired)
 class NftablesRules:
     name = "nftables"
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, netlink: Optional[bool] = None) -> None:
+        """netlink: read the table over netlink (default: when the runner runs real commands)."""
         self.runner = runner
         self._made: dict[ReadingKey, IpReading] = {}  # the last read's readings, by what they show
+        self._netlink = isinstance(runner, SystemRunner) if netlink is None else netlink
+        self._netlink_failed = ""  # why the last netlink read failed, said once
 
     def available(self) -> bool:
         return output_of(self.runner, ("nft", "list", "tables")) is not None
 
     def current(self) -> Current:
+        if self._netlink:
+            try:
+                table = nlnft.read_table(FAMILY, TABLE)
+            except (Unknown, OSError) as err:
+                if str(err) != self._netlink_failed:
+                    log.warning("nftables over netlink: %s; reading nft -j instead", err)
+                    self._netlink_failed = str(err)
+            else:
+                if self._netlink_failed:
+                    log.info("nftables over netlink works again")
+                    self._netlink_failed = ""
+                if not table.exists:
+                    return Current()
+                fingerprint = ([c for c in table.chains if c.startswith("fp_")] or [""])[-1]  # as parse_table
+                return Current(True, table.handle, fingerprint, table.sets, table.maps, table.chains)
         argv = ("nft", "-j", "list", "table", FAMILY, TABLE)
         try:
             text = self.runner.run(argv)

@@ -1,0 +1,365 @@
+"""One nftables table as our backend reads it, over netlink: what ``nft -j list table`` shows, without it.
+
+Requests to the kernel's nf_tables subsystem (NETLINK_NETFILTER): the table
+(its handle), its chains' names, its named sets and maps, and the elements of
+each set with their counters.  Decoded strictly, as :mod:`.nlipset` is: only
+what our table holds is understood; anything else raises
+:class:`~.nlipset.Unknown` and the caller reads ``nft -j`` instead.
+
+The attribute numbers are those of the kernel's ``uapi/linux/netfilter/nf_tables.h``.
+"""
+
+from __future__ import annotations
+
+import errno as errnos
+import functools
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from .nlipset import (
+    _HEADER,
+    _NLA,
+    MAX_BYTES,
+    MAX_ELEMENTS,
+    NETLINK_NETFILTER,
+    NLA_TYPE_MASK,
+    TIMEOUT,
+    Unknown,
+)
+
+NFNL_SUBSYS_NFTABLES = 10
+MSG_NEWTABLE, MSG_GETTABLE, MSG_NEWCHAIN, MSG_GETCHAIN = 0, 1, 3, 4
+MSG_NEWSET, MSG_GETSET, MSG_NEWSETELEM, MSG_GETSETELEM = 9, 10, 12, 13
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NFPROTO = {"inet": 1, "ip": 2, "ip6": 10}
+
+TABLE_NAME, TABLE_HANDLE = 1, 4
+CHAIN_TABLE, CHAIN_NAME = 1, 3
+SET_TABLE, SET_NAME, SET_FLAGS, SET_KEY_LEN = 1, 2, 3, 5
+SET_ANONYMOUS, SET_MAP = 0x1, 0x8
+LIST_TABLE, LIST_SET, LIST_ELEMENTS, LIST_ELEM = 1, 2, 3, 1
+ELEM_KEY, ELEM_FLAGS, ELEM_EXPR, ELEM_PAD, ELEM_EXPRESSIONS = 1, 3, 7, 8, 11
+DATA_VALUE = 1
+EXPR_NAME, EXPR_DATA = 1, 2
+COUNTER_BYTES, COUNTER_PACKETS, COUNTER_PAD = 1, 2, 3
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+@dataclass
+class Table:
+    """What the backend needs of its table (exists False: there is none)."""
+
+    exists: bool = False
+    handle: int = 0
+    chains: list[str] = field(default_factory=list)
+    maps: list[str] = field(default_factory=list)
+    sets: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # name -> address -> counters
+
+
+def _attrs(data: bytes, at: int, end: int, what: str) -> Iterator[tuple[int, int, int]]:
+    while at < end:
+        if end - at < 4:
+            raise Unknown(f"{what}: {end - at} bytes after the last attribute")
+        length, kind = _NLA.unpack_from(data, at)
+        if length < 4 or at + length > end:
+            raise Unknown(f"{what}: an attribute of {length} bytes at {at} of {end}")
+        yield kind & NLA_TYPE_MASK, at + 4, at + length
+        at += (length + 3) & ~3
+
+
+def _string(data: bytes, a: int, b: int, what: str) -> str:
+    try:
+        return data[a:b].split(b"\0", 1)[0].decode()
+    except UnicodeDecodeError:
+        raise Unknown(f"{what}: not UTF-8") from None
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    raw = _NLA.pack(4 + len(payload), kind) + payload
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def _name(text: str) -> bytes:
+    return text.encode() + b"\0"
+
+
+class _Session:
+    def __init__(self, family: str) -> None:
+        self.family = NFPROTO[family]
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.bind((0, 0))
+        self.sequence = int.from_bytes(os.urandom(4), "little") or 1
+        self.buffer = bytearray(1 << 20)
+        self.total = 0
+
+    def ask(self, message: int, attrs: bytes, dump: bool, each: Callable[[bytes, int, int], None]) -> None:
+        """Send one request; each(data, start, end) is called with every answer's attributes."""
+        self.sequence = (self.sequence + 1) & 0xFFFFFFFF or 1
+        kind = (NFNL_SUBSYS_NFTABLES << 8) | message
+        body = struct.pack("=BBH", self.family, 0, 0) + attrs
+        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
+        self.sock.send(_HEADER.pack(_HEADER.size + len(body), kind, flags, self.sequence, 0) + body)
+        while True:
+            size, _, flags, _ = self.sock.recvmsg_into([self.buffer])
+            if flags & socket.MSG_TRUNC:
+                raise Unknown("a netlink message larger than 1 MiB")
+            self.total += size
+            if self.total > MAX_BYTES:
+                raise Unknown(f"a dump of more than {MAX_BYTES} bytes")
+            data = bytes(self.buffer[:size])
+            at = 0
+            while at + _HEADER.size <= size:
+                length, kind, _, seq, _ = _HEADER.unpack_from(data, at)
+                if length < _HEADER.size or at + length > size:
+                    raise Unknown(f"a netlink message of {length} bytes at {at} of {size}")
+                if seq != self.sequence:
+                    raise Unknown(f"a netlink message of sequence {seq}, not {self.sequence}")
+                if kind == NLMSG_DONE:
+                    return
+                if kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", data, at + _HEADER.size)[0] if length >= 20 else 0
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    if not dump:
+                        return  # the acknowledgement of a request that is not a dump
+                elif kind >> 8 == NFNL_SUBSYS_NFTABLES:
+                    each(data, at + _HEADER.size + 4, at + length)  # after the nfgenmsg header
+                else:
+                    raise Unknown(f"a netlink message of type {kind:#x}")
+                at += (length + 3) & ~3
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def read_table(family: str, name: str) -> Table:
+    """The table ``family name``: its handle, chains, maps, and sets with their elements' counters.
+
+    OSError when netlink answers with another error than "no such table", Unknown for what this reader
+    does not decode.
+    """
+    table = Table()
+    session = _Session(family)
+    try:
+        try:
+            session.ask(
+                MSG_GETTABLE, _attr(TABLE_NAME, _name(name)), False, lambda d, a, b: _table(table, d, a, b)
+            )
+        except OSError as err:
+            if err.errno == errnos.ENOENT:
+                return Table()
+            raise
+        if not table.exists:
+            raise Unknown(f"no answer for table {family} {name}")
+        session.ask(
+            MSG_GETCHAIN, _attr(CHAIN_TABLE, _name(name)), True, lambda d, a, b: _chain(table, name, d, a, b)
+        )
+        kinds: dict[str, int] = {}
+        session.ask(
+            MSG_GETSET, _attr(SET_TABLE, _name(name)), True, lambda d, a, b: _set(kinds, name, d, a, b)
+        )
+        count = [0]
+        for set_name, key_len in kinds.items():  # in the kernel's order, as nft lists them
+            if key_len < 0:
+                table.maps.append(set_name)
+                continue
+            elements = table.sets[set_name] = {}
+            query = _attr(LIST_TABLE, _name(name)) + _attr(LIST_SET, _name(set_name))
+            session.ask(
+                MSG_GETSETELEM, query, True, functools.partial(_elements, elements, set_name, key_len, count)
+            )
+    finally:
+        session.close()
+    return table
+
+
+def _table(table: Table, data: bytes, at: int, end: int) -> None:
+    for kind, a, b in _attrs(data, at, end, "table"):
+        if kind == TABLE_HANDLE and b - a == 8:
+            table.handle = _U64.unpack_from(data, a)[0]
+            table.exists = True
+
+
+def _chain(table: Table, name: str, data: bytes, at: int, end: int) -> None:
+    owner = chain = None
+    for kind, a, b in _attrs(data, at, end, "chain"):
+        if kind == CHAIN_TABLE:
+            owner = _string(data, a, b, "chain table")
+        elif kind == CHAIN_NAME:
+            chain = _string(data, a, b, "chain name")
+    if chain is None:
+        raise Unknown("a chain without a name")
+    if owner == name:
+        table.chains.append(chain)
+
+
+def _set(kinds: dict[str, int], table: str, data: bytes, at: int, end: int) -> None:
+    """kinds: set name -> its key length (a map: -1)."""
+    owner = name = None
+    flags = 0
+    key_len = 0
+    for kind, a, b in _attrs(data, at, end, "set"):
+        if kind == SET_TABLE:
+            owner = _string(data, a, b, "set table")
+        elif kind == SET_NAME:
+            name = _string(data, a, b, "set name")
+        elif kind == SET_FLAGS and b - a == 4:
+            flags = _U32.unpack_from(data, a)[0]
+        elif kind == SET_KEY_LEN and b - a == 4:
+            key_len = _U32.unpack_from(data, a)[0]
+    if name is None:
+        raise Unknown("a set without a name")
+    if owner != table or flags & SET_ANONYMOUS:
+        return
+    kinds[name] = -1 if flags & SET_MAP else key_len
+
+
+def _counter(data: bytes, at: int, end: int, what: str) -> tuple[int, int]:
+    """(packets, bytes) of one expression, which must be a counter."""
+    name = None
+    counted: Optional[tuple[int, int]] = None
+    for kind, a, b in _attrs(data, at, end, what):
+        if kind == EXPR_NAME:
+            name = _string(data, a, b, what)
+        elif kind == EXPR_DATA:
+            packets = nbytes = None
+            for inner, c, d in _attrs(data, a, b, what):
+                if inner == COUNTER_BYTES and d - c == 8:
+                    nbytes = _U64.unpack_from(data, c)[0]
+                elif inner == COUNTER_PACKETS and d - c == 8:
+                    packets = _U64.unpack_from(data, c)[0]
+                elif inner != COUNTER_PAD:
+                    raise Unknown(f"{what}: counter attribute {inner}")
+            if packets is None or nbytes is None:
+                raise Unknown(f"{what}: a counter without packets or bytes")
+            counted = (packets, nbytes)
+    if name != "counter" or counted is None:
+        raise Unknown(f"{what}: expression {name!r}, not a counter")
+    return counted
+
+
+def _elements(
+    out: dict[str, tuple[int, int]],
+    set_name: str,
+    key_len: int,
+    count: list[int],
+    data: bytes,
+    at: int,
+    end: int,
+) -> None:
+    what = f"set {set_name}"
+    for kind, a, b in _attrs(data, at, end, what):
+        if kind != LIST_ELEMENTS:
+            continue
+        found = _uniform(data, a, b, key_len, what)
+        if found is None:
+            found = _each(data, a, b, key_len, what)
+        before = len(out)
+        out.update(found)
+        if len(out) != before + len(found):
+            raise Unknown(f"{what}: an element appears twice")
+        count[0] += len(found)
+        if count[0] > MAX_ELEMENTS:
+            raise Unknown(f"more than {MAX_ELEMENTS} elements")
+
+
+def _address(key: bytes) -> str:
+    """An address as the ipaddress module writes it (and so the nft -j parse)."""
+    if len(key) == 4:
+        return socket.inet_ntop(socket.AF_INET, key)
+    if key[:10] == bytes(10):  # mapped and compatible forms: inet_ntop writes them otherwise
+        return str(ipaddress.IPv6Address(key))
+    return socket.inet_ntop(socket.AF_INET6, key)
+
+
+def _uniform(data: bytes, at: int, end: int, key_len: int, what: str) -> Optional[dict[str, tuple[int, int]]]:
+    """Elements that all have the layout and attribute headers of the first one, as fixed-size records;
+    None when they do not (the caller then decodes them attribute by attribute)."""
+    if end - at < 4:
+        return None
+    length = _NLA.unpack_from(data, at)[0]
+    record = (length + 3) & ~3
+    if length < 4 or record > end - at or (end - at) % record:
+        return None
+    first = _each(data, at, at + record, key_len, what)  # the first one, attribute by attribute
+    heads = [0]  # offsets of every attribute header in the first element
+    where: dict[str, int] = {}  # offsets of the key, the bytes and the packets
+
+    def walk(a: int, b: int, depth: int) -> None:
+        for kind, c, d in _attrs(data, a, b, what):
+            heads.append(c - 4 - at)
+            if (depth == 0 and kind in (ELEM_KEY, ELEM_EXPR)) or (depth == 1 and kind == EXPR_DATA):
+                walk(c, d, depth + 1)
+            elif depth == 1 and kind == DATA_VALUE and d - c == key_len:
+                where["key"] = c - at
+            elif depth == 2 and kind in (COUNTER_BYTES, COUNTER_PACKETS) and d - c == 8:
+                where["bytes" if kind == COUNTER_BYTES else "packets"] = c - at
+
+    walk(at + 4, at + length, 0)
+    if set(where) != {"key", "bytes", "packets"}:
+        return None
+    count = (end - at) // record
+    for head in heads:  # every header of every element equals the first one's, byte column by byte column
+        for i in range(head, head + 4):
+            if data[at + i : end : record] != data[at + i : at + i + 1] * count:
+                return None
+    fields = sorted((offset, name) for name, offset in where.items())
+    shape, place = ">", 0
+    for offset, name in fields:
+        if offset < place:
+            return None
+        shape += f"{offset - place}x" + (f"{key_len}s" if name == "key" else "Q")
+        place = offset + (key_len if name == "key" else 8)
+    shape += f"{record - place}x"
+    layout = struct.Struct(shape)
+    if layout.size != record:
+        return None
+    order = [name for _, name in fields]
+    k, p, b = order.index("key"), order.index("packets"), order.index("bytes")
+    found = {_address(f[k]): (f[p], f[b]) for f in layout.iter_unpack(data[at:end])}
+    if len(found) != count:
+        raise Unknown(f"{what}: an element appears twice")
+    if any(found.get(ip) != value for ip, value in first.items()):  # not where the first one has them
+        return None
+    return found
+
+
+def _each(data: bytes, at: int, end: int, key_len: int, what: str) -> dict[str, tuple[int, int]]:
+    """Elements attribute by attribute."""
+    out: dict[str, tuple[int, int]] = {}
+    for item, c, d in _attrs(data, at, end, what):
+        if item != LIST_ELEM:
+            raise Unknown(f"{what}: attribute {item} among its elements")
+        key = None
+        counted = (0, 0)
+        for attr, e, f in _attrs(data, c, d, what):
+            if attr == ELEM_KEY:
+                for inner, g, h in _attrs(data, e, f, what):
+                    if inner != DATA_VALUE or h - g != key_len or key_len not in (4, 16):
+                        raise Unknown(f"{what}: a key of {h - g} bytes")
+                    key = data[g:h]
+            elif attr == ELEM_EXPR:
+                counted = _counter(data, e, f, what)
+            elif attr == ELEM_EXPRESSIONS:
+                found = [_counter(data, g, h, what) for _, g, h in _attrs(data, e, f, what)]
+                if len(found) != 1:
+                    raise Unknown(f"{what}: {len(found)} expressions on an element")
+                counted = found[0]
+            elif attr != ELEM_PAD:
+                raise Unknown(f"{what}: element attribute {attr}")
+        if key is None:
+            raise Unknown(f"{what}: an element without a key")
+        ip = _address(key)
+        if ip in out:
+            raise Unknown(f"{what}: {ip} appears twice")
+        out[ip] = counted
+    return out
