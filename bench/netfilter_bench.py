@@ -16,6 +16,8 @@ backend, on a namespace lab (a node forwarding between a peer and container
   (idle containers), once with every counter changed before each scrape (busy
   containers: the bench sets every counter anew, since no traffic may go to
   the benchmarking range);
+- the exporter's CPU time (user and system, /proc/PID/stat) during each
+  scrape, the least of five, next to the scrape's wall time;
 - exporter peak RSS (VmHWM) after the scrapes;
 - datapath: packets/s of 64-byte frames (UDP, 22 bytes of payload) forwarded
   from the peer to container 101, received as iperf3 counts them, with the
@@ -181,6 +183,19 @@ def scrape_seconds(lab: Lab) -> float:
     return float(out.stdout)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape_with_cpu(lab: Lab, pid: int) -> tuple[float, float]:
+    """(wall, the exporter's CPU) of one scrape."""
+    before = cpu_seconds(pid)
+    wall = scrape_seconds(lab)
+    return wall, cpu_seconds(pid) - before
+
+
 def measure(lab: Lab, count: int, backend: str, work: Path, seconds: float, rounds: int) -> dict[str, float]:
     state = work / f"state-{backend}-{count}.json"
     cfg = config(work / f"{backend}-{count}.yaml", lab, count, backend, state)
@@ -212,13 +227,14 @@ def measure(lab: Lab, count: int, backend: str, work: Path, seconds: float, roun
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        row["scrape"] = min(scrape_seconds(lab) for _ in range(5))
+        idle = [scrape_with_cpu(lab, serve.pid) for _ in range(5)]
+        row["scrape"], row["scrape_cpu"] = min(w for w, _ in idle), min(c for _, c in idle)
         row["dump"] = best(5, lab, *DUMPS[backend])
         busy = []
         for _ in range(5):
             bump(lab, backend)
-            busy.append(scrape_seconds(lab))
-        row["busy"] = min(busy)
+            busy.append(scrape_with_cpu(lab, serve.pid))
+        row["busy"], row["busy_cpu"] = min(w for w, _ in busy), min(c for _, c in busy)
         status = Path(f"/proc/{serve.pid}/status").read_text()
         row["rss_mib"] = (
             int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
@@ -258,13 +274,15 @@ def main() -> int:
             lab.destroy()
     print(
         f"{'containers':>10} {'backend':<9} {'sync s':>7} {'change s':>8} {'idle ms':>8} {'busy ms':>8}"
+        f" {'idle CPU':>8} {'busy CPU':>8}"
         f" {'dump ms':>8} {'idle/dump':>9} {'busy/dump':>9} {'RSS MiB':>8} {'kpps acct':>9}"
         f" {'kpps none':>9} {'acct/none':>9}"
     )
     for count, backend, r in rows:
         print(
             f"{count:>10} {backend:<9} {r['sync']:>7.2f} {r['change']:>8.2f} {r['scrape'] * 1e3:>8.1f}"
-            f" {r['busy'] * 1e3:>8.1f} {r['dump'] * 1e3:>8.1f} {r['scrape'] / r['dump']:>9.2f}"
+            f" {r['busy'] * 1e3:>8.1f} {r['scrape_cpu'] * 1e3:>8.0f} {r['busy_cpu'] * 1e3:>8.0f}"
+            f" {r['dump'] * 1e3:>8.1f} {r['scrape'] / r['dump']:>9.2f}"
             f" {r['busy'] / r['dump']:>9.2f} {r['rss_mib']:>8.1f}"
             f" {r['accounting'] / 1e3:>9.1f} {r['baseline'] / 1e3:>9.1f}"
             f" {r['accounting'] / r['baseline']:>9.2f}"
