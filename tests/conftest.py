@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Optional, Union
 
@@ -72,3 +73,31 @@ def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
         return str(path)
 
     return write
+
+
+def hostile_outcomes(
+    cases: int, seed: int, good: Sequence[bytes], decode: Callable[[bytes], object], known: type[Exception]
+) -> dict[str, int]:
+    """Decode ``cases`` mutations of the good messages (bytes changed, cut, inserted, seeded): how many were
+    read and how many raised ``known``; any other exception escapes."""
+    rng = random.Random(seed)
+    outcomes = {"read": 0, "unknown": 0}
+    for _ in range(cases):
+        body = bytearray(rng.choice(good))
+        for _ in range(rng.randrange(1, 4)):
+            if not body:
+                break
+            how = rng.random()
+            if how < 0.6:
+                body[rng.randrange(len(body))] = rng.randrange(256)
+            elif how < 0.8:
+                del body[rng.randrange(len(body)) :]
+            else:
+                at = rng.randrange(len(body))
+                body[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+        try:
+            decode(bytes(body))
+            outcomes["read"] += 1
+        except known:
+            outcomes["unknown"] += 1
+    return outcomes

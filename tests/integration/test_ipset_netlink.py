@@ -7,6 +7,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,15 @@ print(json.dumps([netlink, saved]))
 """
 
 
+def both_readings(lab: NodeLab, script: str) -> tuple[str, Any]:
+    """Sync four containers (one without traffic), send traffic, and run script in the node: its JSON."""
+    lab.add_container(default_containers(lab.prefix, 4)[3])
+    config = lab.write_config(lab.containers)
+    lab.exporter(config, "rules", "sync")
+    send_mixed_traffic(lab, Expected(lab.containers), host=True)
+    return config, json.loads(lab.ns(lab.node, sys.executable, "-c", script))
+
+
 @pytest.fixture
 def ipset_lab(variant: str, tmp_path: Path) -> Iterator[NodeLab]:
     if shutil.which("ipset") is None:
@@ -46,11 +56,7 @@ def ipset_lab(variant: str, tmp_path: Path) -> Iterator[NodeLab]:
 
 def test_sets_over_netlink_equal_ipset_save_element_by_element(ipset_lab: NodeLab) -> None:
     lab = ipset_lab
-    lab.add_container(default_containers(lab.prefix, 4)[3])  # one with no traffic: zeros read too
-    config = lab.write_config(lab.containers)
-    lab.exporter(config, "rules", "sync")
-    send_mixed_traffic(lab, Expected(lab.containers), host=True)
-    netlink, saved = json.loads(lab.ns(lab.node, sys.executable, "-c", BOTH))
+    config, (netlink, saved) = both_readings(lab, BOTH)
     assert netlink == saved
     counting = [name for name in saved if "-net-" not in name]
     nets = [name for name in saved if "-net-" in name]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import sys
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from netlab.lab import default_containers
-
-from .conftest import ROOT, NodeLab
-from .test_iptables_netns import Expected, send_mixed_traffic
+from .conftest import ROOT, NodeLab, _bindir, _lab
+from .test_ipset_netlink import both_readings
 
 pytestmark = pytest.mark.netns
 
@@ -25,14 +24,16 @@ print(json.dumps(readings))
 """
 
 
-def test_the_table_over_netlink_equals_nft_json_element_by_element(lab: NodeLab) -> None:
-    if lab.backend != "nftables":
-        pytest.skip("the nftables backend's table")
-    lab.add_container(default_containers(lab.prefix, 4)[3])  # one with no traffic: zeros read too
-    config = lab.write_config(lab.containers)
-    lab.exporter(config, "rules", "sync")
-    send_mixed_traffic(lab, Expected(lab.containers), host=True)
-    netlink, tool = json.loads(lab.ns(lab.node, sys.executable, "-c", BOTH))
+@pytest.fixture
+def nftables_lab(tmp_path: Path) -> Iterator[NodeLab]:
+    if shutil.which("nft") is None:
+        pytest.skip("nft is not installed")
+    yield from _lab(_bindir(tmp_path, "nft"), tmp_path, "nftables")
+
+
+def test_the_table_over_netlink_equals_nft_json_element_by_element(nftables_lab: NodeLab) -> None:
+    lab = nftables_lab
+    config, (netlink, tool) = both_readings(lab, BOTH)
     assert netlink == tool
     assert tool["exists"] and tool["handle"] and tool["fingerprint"].startswith("fp_") and tool["maps"]
     counting = {name: elements for name, elements in tool["sets"].items()}

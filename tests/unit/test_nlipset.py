@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import random
 import socket
 import struct
 
 import pytest
 
-from tests.conftest import ReplayRunner, fixture_text
+from tests.conftest import ReplayRunner, fixture_text, hostile_outcomes
 from vz_traffic_exporter.netfilter import nlipset
+from vz_traffic_exporter.netfilter.netlink import Unknown
 from vz_traffic_exporter.rules.ipset import IpsetRules
 
 NESTED, NET_ORDER = 0x8000, 0x4000
@@ -47,7 +47,7 @@ def message(name: str, set_type: str | None, elements: list[bytes]) -> bytes:
 def decode(*messages: bytes) -> dict[str, tuple[str, nlipset.Elements]]:
     found = nlipset.SetDump("vztraffic")
     for body in messages:
-        found.message(body, 0, len(body))
+        found.message(body, 4, len(body))  # after the nfgenmsg header
     return found.sets
 
 
@@ -100,32 +100,13 @@ def test_mixed_layouts_in_one_message_are_read_attribute_by_attribute() -> None:
     ],
 )
 def test_what_it_does_not_know_is_unknown(messages: list[bytes], why: str) -> None:
-    with pytest.raises(nlipset.Unknown, match=why):
+    with pytest.raises(Unknown, match=why):
         decode(*messages)
 
 
 def test_hostile_messages_are_unknown_or_read_never_another_error() -> None:
-    rng = random.Random(20261130)
     good = [message("vztraffic4-out-1", "hash:ip", COUNTING), message("vztraffic6-in-0", "hash:ip", SIX)]
-    outcomes = {"read": 0, "unknown": 0}
-    for _ in range(3000):
-        body = bytearray(rng.choice(good))
-        for _ in range(rng.randrange(1, 4)):
-            if not body:
-                break
-            how = rng.random()
-            if how < 0.6:
-                body[rng.randrange(len(body))] = rng.randrange(256)
-            elif how < 0.8:
-                del body[rng.randrange(len(body)) :]
-            else:
-                at = rng.randrange(len(body))
-                body[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
-        try:
-            decode(bytes(body))
-            outcomes["read"] += 1
-        except nlipset.Unknown:
-            outcomes["unknown"] += 1
+    outcomes = hostile_outcomes(3000, 20261130, good, decode, Unknown)
     assert outcomes["unknown"] > 1000 and outcomes["read"] > 100, outcomes
 
 
@@ -133,7 +114,7 @@ def test_a_dump_it_cannot_read_falls_back_to_ipset_save_and_says_so_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def unknown(prefix: str) -> None:
-        raise nlipset.Unknown("set vztraffic4-in-1: element attribute 40 of 4 bytes")
+        raise Unknown("set vztraffic4-in-1: element attribute 40 of 4 bytes")
 
     monkeypatch.setattr(nlipset, "dump", unknown)
     save = fixture_text("cmd/ipset-save.txt")

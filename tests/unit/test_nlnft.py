@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import random
 import socket
 import struct
 
 import pytest
 
+from tests.conftest import hostile_outcomes
 from vz_traffic_exporter.netfilter import nlnft
-from vz_traffic_exporter.netfilter.nlipset import Unknown
+from vz_traffic_exporter.netfilter.netlink import Unknown
 
 NESTED, NET_ORDER = 0x8000, 0x4000
 
@@ -77,26 +77,7 @@ def test_what_it_does_not_know_is_unknown(elements: list[bytes], key_len: int, w
 
 
 def test_hostile_elements_are_unknown_or_read_never_another_error() -> None:
-    rng = random.Random(20261130)
-    good = [(message(FOUR), 4), (message(SIX), 16)]
-    outcomes = {"read": 0, "unknown": 0}
-    for _ in range(3000):
-        original, key_len = rng.choice(good)
-        body = bytearray(original)
-        for _ in range(rng.randrange(1, 4)):
-            if not body:
-                break
-            how = rng.random()
-            if how < 0.6:
-                body[rng.randrange(len(body))] = rng.randrange(256)
-            elif how < 0.8:
-                del body[rng.randrange(len(body)) :]
-            else:
-                at = rng.randrange(len(body))
-                body[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
-        try:
-            decode(bytes(body), key_len)
-            outcomes["read"] += 1
-        except Unknown:
-            outcomes["unknown"] += 1
+    outcomes = hostile_outcomes(3000, 20261130, [message(FOUR)], decode, Unknown)
+    outcomes6 = hostile_outcomes(1000, 20261201, [message(SIX)], lambda body: decode(body, 16), Unknown)
     assert outcomes["unknown"] > 1000 and outcomes["read"] > 100, outcomes
+    assert outcomes6["unknown"] > 300 and outcomes6["read"] > 30, outcomes6

@@ -14,19 +14,15 @@ The attribute numbers are those of the kernel's ``uapi/linux/netfilter/ipset/ip_
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import struct
-from collections.abc import Iterator
 from typing import Optional
 
-NETLINK_NETFILTER = 12
+from .netlink import MAX_ELEMENTS, NLA, NLA_TYPE_MASK, U64, Session, Unknown, attr, attrs, string
+
 NFNL_SUBSYS_IPSET = 6
-IPSET_CMD_SAVE = 8
+IPSET_CMD_LIST, IPSET_CMD_SAVE = 7, 8
 IPSET_PROTOCOL = 7  # the kernel answers protocols 6 and 7 alike for a dump
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
 # Command level
 ATTR_PROTOCOL, ATTR_SETNAME, ATTR_TYPENAME, ATTR_REVISION, ATTR_FAMILY = 1, 2, 3, 4, 5
@@ -35,41 +31,12 @@ ATTR_DATA, ATTR_ADT, ATTR_INDEX = 7, 8, 11
 ATTR_IP, ATTR_CIDR, ATTR_BYTES, ATTR_PACKETS, ATTR_COMMENT, ATTR_PAD = 1, 3, 24, 25, 26, 30
 IPADDR_IPV4, IPADDR_IPV6 = 1, 2
 
-MAX_ELEMENTS = 4_000_000  # per dump: ipset's own maxelem default is 65,536 a set
-MAX_BYTES = 1 << 30  # of messages per dump
-TIMEOUT = 10.0  # s without a message
-
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
-_NLA = struct.Struct("=HH")
-_U64 = struct.Struct(">Q")
-IPSET_CMD_LIST = 7
-_MESSAGE = (NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_SAVE
-_ANSWERS = {(NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_LIST, _MESSAGE}  # the kernel answers a save as a list
+_ANSWERS = {
+    (NFNL_SUBSYS_IPSET << 8) | cmd for cmd in (IPSET_CMD_LIST, IPSET_CMD_SAVE)
+}  # a save is answered as a list
 
 Elements = dict[str, tuple[int, int, Optional[str]]]  # element -> (packets, bytes, comment)
-
-
-class Unknown(ValueError):
-    """The dump holds something this reader does not decode: read the tool's text instead."""
-
-
-def _attrs(data: bytes, at: int, end: int, what: str) -> Iterator[tuple[int, int, int]]:
-    """(type, start, end) of the payload of each attribute in data[at:end], in order."""
-    while at < end:
-        if end - at < 4:
-            raise Unknown(f"{what}: {end - at} bytes after the last attribute")
-        length, kind = _NLA.unpack_from(data, at)
-        if length < 4 or at + length > end:
-            raise Unknown(f"{what}: an attribute of {length} bytes at {at} of {end}")
-        yield kind & NLA_TYPE_MASK, at + 4, at + length
-        at += (length + 3) & ~3
-
-
-def _string(raw: bytes, what: str) -> str:
-    try:
-        return raw.split(b"\0", 1)[0].decode()
-    except UnicodeDecodeError:
-        raise Unknown(f"{what}: not UTF-8") from None
+_attrs, _string, _NLA, _U64 = attrs, string, NLA, U64
 
 
 def _elements(data: bytes, at: int, end: int, set_type: str, elements: Elements, what: str) -> int:
@@ -159,11 +126,11 @@ def _each(data: bytes, at: int, end: int, set_type: str, elements: Elements, wha
         while a < stop:
             if stop - a < 4:
                 raise Unknown(f"{what}: {stop - a} bytes after an element's last attribute")
-            size, attr = unpack(data, a)
-            attr &= NLA_TYPE_MASK
+            size, part = unpack(data, a)
+            part &= NLA_TYPE_MASK
             if size < 4 or a + size > stop:
                 raise Unknown(f"{what}: an element attribute of {size} bytes")
-            if attr == ATTR_IP and size >= 8:
+            if part == ATTR_IP and size >= 8:
                 inner, family = unpack(data, a + 4)
                 family &= NLA_TYPE_MASK
                 if family == IPADDR_IPV4 and inner == 8 and size == 12:
@@ -172,11 +139,11 @@ def _each(data: bytes, at: int, end: int, set_type: str, elements: Elements, wha
                     ip = str(ipaddress.IPv6Address(data[a + 8 : a + 24]))
                 else:
                     raise Unknown(f"{what}: address attribute {family} of {inner} bytes")
-            elif attr == ATTR_BYTES and size == 12:
+            elif part == ATTR_BYTES and size == 12:
                 nbytes = u64(data, a + 4)[0]
-            elif attr == ATTR_PACKETS and size == 12:
+            elif part == ATTR_PACKETS and size == 12:
                 packets = u64(data, a + 4)[0]
-            elif attr == ATTR_COMMENT:
+            elif part == ATTR_COMMENT:
                 raw = data[a + 4 : a + size]
                 comment = comments.get(raw)
                 if comment is None:
@@ -184,10 +151,10 @@ def _each(data: bytes, at: int, end: int, set_type: str, elements: Elements, wha
                         comment = comments[raw] = raw.split(b"\0", 1)[0].decode()
                     except UnicodeDecodeError:
                         raise Unknown(f"{what}: a comment that is not UTF-8") from None
-            elif attr == ATTR_CIDR and size == 5:
+            elif part == ATTR_CIDR and size == 5:
                 cidr = data[a + 4]
-            elif attr != ATTR_PAD:
-                raise Unknown(f"{what}: element attribute {attr} of {size} bytes")
+            elif part != ATTR_PAD:
+                raise Unknown(f"{what}: element attribute {part} of {size} bytes")
             a += (size + 3) & ~3
         if ip is None:
             raise Unknown(f"{what}: an element without an address")
@@ -215,10 +182,10 @@ class SetDump:
         self._count = 0
 
     def message(self, data: bytes, at: int, end: int) -> None:
-        """One ipset message: data[at:end] after its netlink header."""
+        """One ipset message: its attributes, data[at:end]."""
         name = set_type = None
         adt = None
-        for kind, a, b in _attrs(data, at + 4, end, "ipset message"):  # after the nfgenmsg header
+        for kind, a, b in _attrs(data, at, end, "ipset message"):
             if kind == ATTR_SETNAME:
                 name = _string(data[a:b], "set name")
                 if not name.startswith(self.prefix):
@@ -243,49 +210,20 @@ class SetDump:
             raise Unknown(f"more than {MAX_ELEMENTS} elements")
 
 
-def _request(sequence: int) -> bytes:
-    protocol = _NLA.pack(5, ATTR_PROTOCOL) + bytes([IPSET_PROTOCOL]) + b"\0\0\0"
-    body = struct.pack("=BBH", socket.AF_INET, 0, 0) + protocol
-    return _HEADER.pack(_HEADER.size + len(body), _MESSAGE, NLM_F_REQUEST | NLM_F_DUMP, sequence, 0) + body
-
-
 def dump(prefix: str) -> dict[str, tuple[str, Elements]]:
     """Every set whose name starts with prefix: name -> (type, element -> (packets, bytes, comment)).
 
     OSError when netlink answers with an error (no permission, no ip_set module), Unknown for what this
     reader does not decode.
     """
-    sequence = int.from_bytes(os.urandom(4), "little") or 1
     found = SetDump(prefix)
-    total = 0
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
-        sock.settimeout(TIMEOUT)
-        sock.bind((0, 0))
-        sock.send(_request(sequence))
-        buffer = bytearray(1 << 20)
-        while True:
-            size, _, flags, _ = sock.recvmsg_into([buffer])
-            if flags & socket.MSG_TRUNC:
-                raise Unknown("a netlink message larger than 1 MiB")
-            total += size
-            if total > MAX_BYTES:
-                raise Unknown(f"a dump of more than {MAX_BYTES} bytes")
-            data = bytes(buffer[:size])
-            at = 0
-            while at + _HEADER.size <= size:
-                length, kind, _, seq, _ = _HEADER.unpack_from(data, at)
-                if length < _HEADER.size or at + length > size:
-                    raise Unknown(f"a netlink message of {length} bytes at {at} of {size}")
-                if seq != sequence:
-                    raise Unknown(f"a netlink message of sequence {seq}, not {sequence}")
-                if kind == NLMSG_DONE:
-                    return found.sets
-                if kind == NLMSG_ERROR:
-                    errno = -struct.unpack_from("=i", data, at + _HEADER.size)[0] if length >= 20 else 0
-                    if errno:
-                        raise OSError(errno, f"ipset netlink dump: {os.strerror(errno)}")
-                elif kind in _ANSWERS:
-                    found.message(data, at + _HEADER.size, at + length)
-                else:
-                    raise Unknown(f"a netlink message of type {kind:#x}")
-                at += (length + 3) & ~3
+    with Session() as session:
+        session.ask(
+            (NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_SAVE,
+            socket.AF_INET,
+            attr(ATTR_PROTOCOL, bytes([IPSET_PROTOCOL])),
+            True,
+            _ANSWERS.__contains__,
+            found.message,
+        )
+    return found.sets

@@ -14,29 +14,15 @@ from __future__ import annotations
 import errno as errnos
 import functools
 import ipaddress
-import os
 import socket
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .nlipset import (
-    _HEADER,
-    _NLA,
-    MAX_BYTES,
-    MAX_ELEMENTS,
-    NETLINK_NETFILTER,
-    NLA_TYPE_MASK,
-    TIMEOUT,
-    Unknown,
-)
+from .netlink import MAX_ELEMENTS, NLA, U32, U64, Session, Unknown, attr, attrs, string
 
 NFNL_SUBSYS_NFTABLES = 10
-MSG_NEWTABLE, MSG_GETTABLE, MSG_NEWCHAIN, MSG_GETCHAIN = 0, 1, 3, 4
-MSG_NEWSET, MSG_GETSET, MSG_NEWSETELEM, MSG_GETSETELEM = 9, 10, 12, 13
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
+MSG_GETTABLE, MSG_GETCHAIN, MSG_GETSET, MSG_GETSETELEM = 1, 4, 10, 13
 NFPROTO = {"inet": 1, "ip": 2, "ip6": 10}
 
 TABLE_NAME, TABLE_HANDLE = 1, 4
@@ -49,8 +35,7 @@ DATA_VALUE = 1
 EXPR_NAME, EXPR_DATA = 1, 2
 COUNTER_BYTES, COUNTER_PACKETS, COUNTER_PAD = 1, 2, 3
 
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
+_U32, _U64, _NLA, _attrs = U32, U64, NLA, attrs
 
 
 @dataclass
@@ -64,81 +49,16 @@ class Table:
     sets: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # name -> address -> counters
 
 
-def _attrs(data: bytes, at: int, end: int, what: str) -> Iterator[tuple[int, int, int]]:
-    while at < end:
-        if end - at < 4:
-            raise Unknown(f"{what}: {end - at} bytes after the last attribute")
-        length, kind = _NLA.unpack_from(data, at)
-        if length < 4 or at + length > end:
-            raise Unknown(f"{what}: an attribute of {length} bytes at {at} of {end}")
-        yield kind & NLA_TYPE_MASK, at + 4, at + length
-        at += (length + 3) & ~3
-
-
 def _string(data: bytes, a: int, b: int, what: str) -> str:
-    try:
-        return data[a:b].split(b"\0", 1)[0].decode()
-    except UnicodeDecodeError:
-        raise Unknown(f"{what}: not UTF-8") from None
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    raw = _NLA.pack(4 + len(payload), kind) + payload
-    return raw + b"\0" * (-len(raw) % 4)
+    return string(data[a:b], what)
 
 
 def _name(text: str) -> bytes:
     return text.encode() + b"\0"
 
 
-class _Session:
-    def __init__(self, family: str) -> None:
-        self.family = NFPROTO[family]
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        self.sock.settimeout(TIMEOUT)
-        self.sock.bind((0, 0))
-        self.sequence = int.from_bytes(os.urandom(4), "little") or 1
-        self.buffer = bytearray(1 << 20)
-        self.total = 0
-
-    def ask(self, message: int, attrs: bytes, dump: bool, each: Callable[[bytes, int, int], None]) -> None:
-        """Send one request; each(data, start, end) is called with every answer's attributes."""
-        self.sequence = (self.sequence + 1) & 0xFFFFFFFF or 1
-        kind = (NFNL_SUBSYS_NFTABLES << 8) | message
-        body = struct.pack("=BBH", self.family, 0, 0) + attrs
-        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
-        self.sock.send(_HEADER.pack(_HEADER.size + len(body), kind, flags, self.sequence, 0) + body)
-        while True:
-            size, _, flags, _ = self.sock.recvmsg_into([self.buffer])
-            if flags & socket.MSG_TRUNC:
-                raise Unknown("a netlink message larger than 1 MiB")
-            self.total += size
-            if self.total > MAX_BYTES:
-                raise Unknown(f"a dump of more than {MAX_BYTES} bytes")
-            data = bytes(self.buffer[:size])
-            at = 0
-            while at + _HEADER.size <= size:
-                length, kind, _, seq, _ = _HEADER.unpack_from(data, at)
-                if length < _HEADER.size or at + length > size:
-                    raise Unknown(f"a netlink message of {length} bytes at {at} of {size}")
-                if seq != self.sequence:
-                    raise Unknown(f"a netlink message of sequence {seq}, not {self.sequence}")
-                if kind == NLMSG_DONE:
-                    return
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", data, at + _HEADER.size)[0] if length >= 20 else 0
-                    if code:
-                        raise OSError(code, os.strerror(code))
-                    if not dump:
-                        return  # the acknowledgement of a request that is not a dump
-                elif kind >> 8 == NFNL_SUBSYS_NFTABLES:
-                    each(data, at + _HEADER.size + 4, at + length)  # after the nfgenmsg header
-                else:
-                    raise Unknown(f"a netlink message of type {kind:#x}")
-                at += (length + 3) & ~3
-
-    def close(self) -> None:
-        self.sock.close()
+def _ours(kind: int) -> bool:
+    return kind >> 8 == NFNL_SUBSYS_NFTABLES
 
 
 def read_table(family: str, name: str) -> Table:
@@ -148,37 +68,31 @@ def read_table(family: str, name: str) -> Table:
     does not decode.
     """
     table = Table()
-    session = _Session(family)
-    try:
+    proto = NFPROTO[family]
+    with Session() as session:
+
+        def ask(message: int, payload: bytes, dump: bool, each: Callable[[bytes, int, int], None]) -> None:
+            session.ask((NFNL_SUBSYS_NFTABLES << 8) | message, proto, payload, dump, _ours, each)
+
         try:
-            session.ask(
-                MSG_GETTABLE, _attr(TABLE_NAME, _name(name)), False, lambda d, a, b: _table(table, d, a, b)
-            )
+            ask(MSG_GETTABLE, attr(TABLE_NAME, _name(name)), False, functools.partial(_table, table))
         except OSError as err:
             if err.errno == errnos.ENOENT:
                 return Table()
             raise
         if not table.exists:
             raise Unknown(f"no answer for table {family} {name}")
-        session.ask(
-            MSG_GETCHAIN, _attr(CHAIN_TABLE, _name(name)), True, lambda d, a, b: _chain(table, name, d, a, b)
-        )
+        ask(MSG_GETCHAIN, attr(CHAIN_TABLE, _name(name)), True, functools.partial(_chain, table, name))
         kinds: dict[str, int] = {}
-        session.ask(
-            MSG_GETSET, _attr(SET_TABLE, _name(name)), True, lambda d, a, b: _set(kinds, name, d, a, b)
-        )
+        ask(MSG_GETSET, attr(SET_TABLE, _name(name)), True, functools.partial(_set, kinds, name))
         count = [0]
         for set_name, key_len in kinds.items():  # in the kernel's order, as nft lists them
             if key_len < 0:
                 table.maps.append(set_name)
                 continue
             elements = table.sets[set_name] = {}
-            query = _attr(LIST_TABLE, _name(name)) + _attr(LIST_SET, _name(set_name))
-            session.ask(
-                MSG_GETSETELEM, query, True, functools.partial(_elements, elements, set_name, key_len, count)
-            )
-    finally:
-        session.close()
+            query = attr(LIST_TABLE, _name(name)) + attr(LIST_SET, _name(set_name))
+            ask(MSG_GETSETELEM, query, True, functools.partial(_elements, elements, set_name, key_len, count))
     return table
 
 
@@ -341,21 +255,21 @@ def _each(data: bytes, at: int, end: int, key_len: int, what: str) -> dict[str, 
             raise Unknown(f"{what}: attribute {item} among its elements")
         key = None
         counted = (0, 0)
-        for attr, e, f in _attrs(data, c, d, what):
-            if attr == ELEM_KEY:
+        for part, e, f in _attrs(data, c, d, what):
+            if part == ELEM_KEY:
                 for inner, g, h in _attrs(data, e, f, what):
                     if inner != DATA_VALUE or h - g != key_len or key_len not in (4, 16):
                         raise Unknown(f"{what}: a key of {h - g} bytes")
                     key = data[g:h]
-            elif attr == ELEM_EXPR:
+            elif part == ELEM_EXPR:
                 counted = _counter(data, e, f, what)
-            elif attr == ELEM_EXPRESSIONS:
+            elif part == ELEM_EXPRESSIONS:
                 found = [_counter(data, g, h, what) for _, g, h in _attrs(data, e, f, what)]
                 if len(found) != 1:
                     raise Unknown(f"{what}: {len(found)} expressions on an element")
                 counted = found[0]
-            elif attr != ELEM_PAD:
-                raise Unknown(f"{what}: element attribute {attr}")
+            elif part != ELEM_PAD:
+                raise Unknown(f"{what}: element attribute {part}")
         if key is None:
             raise Unknown(f"{what}: an element without a key")
         ip = _address(key)

@@ -36,6 +36,7 @@ from ..discovery.classes import ClassTable
 from ..netfilter import nlipset
 from ..netfilter.iptables_save import SavedTable, SaveParser
 from ..netfilter.layout import stamp_of
+from ..netfilter.netlink import Fallback
 from ..netfilter.xtables import FAMILIES, Xtables, detect
 from ..runner import Runner, SystemRunner, output_of
 from ..sources import IpReading, canonical_ip, counter_value
@@ -313,7 +314,7 @@ class IpsetRules:
         self._filter = FilterTables(runner, variant or functools.cache(lambda: detect(runner).variant))
         self._reader = SaveReader()
         self._netlink = isinstance(runner, SystemRunner) if netlink is None else netlink
-        self._netlink_failed = ""  # why the last netlink read failed, said once
+        self._over_netlink = Fallback("ipset", "ipset save")
         # Every read checks the hooks in the filter tables: their unchanged lines are not parsed again.
         self._tables = {family: SaveParser() for family in FAMILIES}
 
@@ -329,24 +330,15 @@ class IpsetRules:
 
     def _sets(self) -> tuple[dict[str, IpsetState], list[IpReading]]:
         """Our sets and the counting sets' readings: over netlink where it works, else from ``ipset save``."""
-        if self._netlink:
-            try:
-                dumped = nlipset.dump(SET_PREFIX)
-            except (nlipset.Unknown, OSError) as err:
-                if str(err) != self._netlink_failed:
-                    log.warning("ipset over netlink: %s; reading ipset save instead", err)
-                    self._netlink_failed = str(err)
-            else:
-                if self._netlink_failed:
-                    log.info("ipset over netlink works again")
-                    self._netlink_failed = ""
-                sets = {
-                    name: IpsetState(
-                        kind, {k: (p, b, None if c is None else _stamp(c)) for k, (p, b, c) in found.items()}
-                    )
-                    for name, (kind, found) in dumped.items()
-                }
-                return sets, readings(sets)
+        dumped = self._over_netlink(functools.partial(nlipset.dump, SET_PREFIX)) if self._netlink else None
+        if dumped is not None:
+            sets = {
+                name: IpsetState(
+                    kind, {k: (p, b, None if c is None else _stamp(c)) for k, (p, b, c) in found.items()}
+                )
+                for name, (kind, found) in dumped.items()
+            }
+            return sets, readings(sets)
         return self._reader.read(self.runner.run(("ipset", "save")))
 
     def _current(self) -> tuple[Current, list[IpReading]]:

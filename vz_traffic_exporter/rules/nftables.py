@@ -41,7 +41,7 @@ from typing import Any, Optional
 from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
 from ..netfilter import nlnft
-from ..netfilter.nlipset import Unknown
+from ..netfilter.netlink import Fallback
 from ..runner import CommandError, Runner, SystemRunner, output_of
 from ..sources import IpReading, canonical_ip, counter_value
 from . import SyncResult
@@ -259,27 +259,20 @@ class NftablesRules:
         self.runner = runner
         self._made: dict[ReadingKey, IpReading] = {}  # the last read's readings, by what they show
         self._netlink = isinstance(runner, SystemRunner) if netlink is None else netlink
-        self._netlink_failed = ""  # why the last netlink read failed, said once
+        self._over_netlink = Fallback("nftables", "nft -j")
 
     def available(self) -> bool:
         return output_of(self.runner, ("nft", "list", "tables")) is not None
 
     def current(self) -> Current:
-        if self._netlink:
-            try:
-                table = nlnft.read_table(FAMILY, TABLE)
-            except (Unknown, OSError) as err:
-                if str(err) != self._netlink_failed:
-                    log.warning("nftables over netlink: %s; reading nft -j instead", err)
-                    self._netlink_failed = str(err)
-            else:
-                if self._netlink_failed:
-                    log.info("nftables over netlink works again")
-                    self._netlink_failed = ""
-                if not table.exists:
-                    return Current()
-                fingerprint = ([c for c in table.chains if c.startswith("fp_")] or [""])[-1]  # as parse_table
-                return Current(True, table.handle, fingerprint, table.sets, table.maps, table.chains)
+        table = (
+            self._over_netlink(functools.partial(nlnft.read_table, FAMILY, TABLE)) if self._netlink else None
+        )
+        if table is not None:
+            if not table.exists:
+                return Current()
+            fingerprint = ([c for c in table.chains if c.startswith("fp_")] or [""])[-1]  # as parse_table
+            return Current(True, table.handle, fingerprint, table.sets, table.maps, table.chains)
         argv = ("nft", "-j", "list", "table", FAMILY, TABLE)
         try:
             text = self.runner.run(argv)

@@ -1,0 +1,147 @@
+"""What the netlink readers share: a NETLINK_NETFILTER request and its answers, read strictly and bounded.
+
+Used by :mod:`.nlipset` and :mod:`.nlnft`.  Anything a reader does not
+decode is :class:`Unknown`; :class:`Fallback` turns that (and a refusal
+from the kernel) into one log line and a read of the tool's text instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Callable, Optional, TypeVar
+
+log = logging.getLogger(__name__)
+
+NETLINK_NETFILTER = 12
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+
+MAX_ELEMENTS = 4_000_000  # per read
+MAX_BYTES = 1 << 30  # of messages per read
+TIMEOUT = 10.0  # s without a message
+
+HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
+NLA = struct.Struct("=HH")
+U32 = struct.Struct(">I")
+U64 = struct.Struct(">Q")
+
+T = TypeVar("T")
+
+
+class Unknown(ValueError):
+    """The answer holds something the reader does not decode: read the tool's text instead."""
+
+
+def attrs(data: bytes, at: int, end: int, what: str) -> Iterator[tuple[int, int, int]]:
+    """(type, start, end) of the payload of each attribute in data[at:end], in order."""
+    while at < end:
+        if end - at < 4:
+            raise Unknown(f"{what}: {end - at} bytes after the last attribute")
+        length, kind = NLA.unpack_from(data, at)
+        if length < 4 or at + length > end:
+            raise Unknown(f"{what}: an attribute of {length} bytes at {at} of {end}")
+        yield kind & NLA_TYPE_MASK, at + 4, at + length
+        at += (length + 3) & ~3
+
+
+def string(raw: bytes, what: str) -> str:
+    """A NUL-terminated attribute as text."""
+    try:
+        return raw.split(b"\0", 1)[0].decode()
+    except UnicodeDecodeError:
+        raise Unknown(f"{what}: not UTF-8") from None
+
+
+def attr(kind: int, payload: bytes) -> bytes:
+    """One attribute, padded."""
+    raw = NLA.pack(4 + len(payload), kind) + payload
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+class Session:
+    """One NETLINK_NETFILTER socket, request after request (a context manager)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.bind((0, 0))
+        self.sequence = int.from_bytes(os.urandom(4), "little") or 1
+        self.buffer = bytearray(1 << 20)
+        self.total = 0
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def ask(
+        self,
+        kind: int,
+        family: int,
+        payload: bytes,
+        dump: bool,
+        answers: Callable[[int], bool],
+        each: Callable[[bytes, int, int], None],
+    ) -> None:
+        """Send one request; each(data, start, end) gets the attributes of every answer whose type answers()
+        accepts (after its nfgenmsg header).  OSError for an error the kernel answers."""
+        self.sequence = (self.sequence + 1) & 0xFFFFFFFF or 1
+        body = struct.pack("=BBH", family, 0, 0) + payload
+        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
+        self.sock.send(HEADER.pack(HEADER.size + len(body), kind, flags, self.sequence, 0) + body)
+        while True:
+            size, _, received, _ = self.sock.recvmsg_into([self.buffer])
+            if received & socket.MSG_TRUNC:
+                raise Unknown("a netlink message larger than 1 MiB")
+            self.total += size
+            if self.total > MAX_BYTES:
+                raise Unknown(f"more than {MAX_BYTES} bytes of answers")
+            data = bytes(self.buffer[:size])
+            at = 0
+            while at + HEADER.size <= size:
+                length, answer, _, sequence, _ = HEADER.unpack_from(data, at)
+                if length < HEADER.size or at + length > size:
+                    raise Unknown(f"a netlink message of {length} bytes at {at} of {size}")
+                if sequence != self.sequence:
+                    raise Unknown(f"a netlink message of sequence {sequence}, not {self.sequence}")
+                if answer == NLMSG_DONE:
+                    return
+                if answer == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", data, at + HEADER.size)[0] if length >= 20 else 0
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    if not dump:
+                        return  # the acknowledgement of a request that is not a dump
+                elif answers(answer):
+                    each(data, at + HEADER.size + 4, at + length)
+                else:
+                    raise Unknown(f"a netlink message of type {answer:#x}")
+                at += (length + 3) & ~3
+
+
+class Fallback:
+    """A netlink read that gives way to the tool's text when it fails, said once per reason."""
+
+    def __init__(self, what: str, instead: str) -> None:
+        self.what, self.instead = what, instead
+        self.failed = ""
+
+    def __call__(self, read: Callable[[], T]) -> Optional[T]:
+        """read()'s result, or None after a failure (then read the tool's text)."""
+        try:
+            found = read()
+        except (Unknown, OSError) as err:
+            if str(err) != self.failed:
+                log.warning("%s over netlink: %s; reading %s instead", self.what, err, self.instead)
+                self.failed = str(err)
+            return None
+        if self.failed:
+            log.info("%s over netlink works again", self.what)
+            self.failed = ""
+        return found
