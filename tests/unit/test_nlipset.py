@@ -128,3 +128,27 @@ def test_a_dump_it_cannot_read_falls_back_to_ipset_save_and_says_so_once(
     assert said == [
         "ipset over netlink: set vztraffic4-in-1: element attribute 40 of 4 bytes; reading ipset save instead"
     ]
+
+
+def test_the_filter_tables_are_read_again_only_when_the_ruleset_generation_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vz_traffic_exporter.netfilter import nlnft
+
+    monkeypatch.setattr(nlipset, "dump", lambda prefix: {"vztraffic4-out-1": ("hash:ip", {})})
+    generations = iter([5, 5, 6, 6])
+    monkeypatch.setattr(nlnft, "generation", lambda: next(generations))
+    tables = {(tool, "-t", "filter"): "" for tool in ("iptables-save", "ip6tables-save")}
+    runner = ReplayRunner(tables, installed=("ipset", "iptables", "ip6tables"))
+    rules = IpsetRules(runner, variant=lambda: "nf_tables", netlink=True)
+    saves = []
+    for _ in range(4):
+        rules.read()
+        saves.append(sum(1 for argv, _ in runner.calls if argv[0].endswith("-save")))
+    assert saves == [2, 2, 4, 4]  # both families at the first read and after the generation moved
+    legacy = IpsetRules(
+        ReplayRunner(tables, installed=("ipset", "iptables", "ip6tables")), lambda: "legacy", True
+    )
+    legacy.read()
+    legacy.read()
+    assert sum(1 for argv, _ in legacy.runner.calls if argv[0].endswith("-save")) == 4  # no generation to ask

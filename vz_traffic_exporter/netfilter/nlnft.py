@@ -22,7 +22,8 @@ from typing import Callable, Optional
 from .netlink import MAX_ELEMENTS, NLA, U32, U64, Session, Unknown, attr, attrs, string
 
 NFNL_SUBSYS_NFTABLES = 10
-MSG_GETTABLE, MSG_GETCHAIN, MSG_GETSET, MSG_GETSETELEM = 1, 4, 10, 13
+MSG_GETTABLE, MSG_GETCHAIN, MSG_GETSET, MSG_GETSETELEM, MSG_GETGEN = 1, 4, 10, 13, 16
+GEN_ID = 1
 NFPROTO = {"inet": 1, "ip": 2, "ip6": 10}
 
 TABLE_NAME, TABLE_HANDLE = 1, 4
@@ -59,6 +60,24 @@ def _name(text: str) -> bytes:
 
 def _ours(kind: int) -> bool:
     return kind >> 8 == NFNL_SUBSYS_NFTABLES
+
+
+def generation() -> int:
+    """The nf_tables ruleset's generation: it changes with every change of any table (iptables-nft's too)."""
+    found: list[int] = []
+
+    def gen(data: bytes, at: int, end: int) -> None:
+        found.extend(
+            _U32.unpack_from(data, a)[0]
+            for kind, a, b in _attrs(data, at, end, "gen")
+            if kind == GEN_ID and b - a == 4
+        )
+
+    with Session() as session:
+        session.ask((NFNL_SUBSYS_NFTABLES << 8) | MSG_GETGEN, socket.AF_UNSPEC, b"", False, _ours, gen)
+    if len(found) != 1:
+        raise Unknown(f"{len(found)} ruleset generations in the answer")
+    return found[0]
 
 
 def read_table(family: str, name: str) -> Table:

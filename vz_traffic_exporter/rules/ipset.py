@@ -33,11 +33,11 @@ from typing import Callable, Optional
 
 from ..accounting import CounterKey
 from ..discovery.classes import ClassTable
-from ..netfilter import nlipset
+from ..netfilter import nlipset, nlnft
 from ..netfilter.iptables_save import SavedTable, SaveParser
 from ..netfilter.layout import stamp_of
 from ..netfilter.netlink import Fallback
-from ..netfilter.xtables import FAMILIES, Xtables, detect
+from ..netfilter.xtables import FAMILIES, NFT, Xtables, detect
 from ..runner import Runner, SystemRunner, output_of
 from ..sources import IpReading, canonical_ip, counter_value
 from . import SyncResult
@@ -315,6 +315,9 @@ class IpsetRules:
         self._reader = SaveReader()
         self._netlink = isinstance(runner, SystemRunner) if netlink is None else netlink
         self._over_netlink = Fallback("ipset", "ipset save")
+        self._generation = Fallback("the nf_tables generation", "iptables-save at every read")
+        # The filter tables as last read, and the ruleset generation they were read at (None: unknown).
+        self._read_at: tuple[Optional[int], dict[str, SavedTable]] = (None, {})
         # Every read checks the hooks in the filter tables: their unchanged lines are not parsed again.
         self._tables = {family: SaveParser() for family in FAMILIES}
 
@@ -343,11 +346,22 @@ class IpsetRules:
 
     def _current(self) -> tuple[Current, list[IpReading]]:
         sets, found = self._sets()
+        return Current(sets, self._filter_tables()), found
+
+    def _filter_tables(self) -> dict[str, SavedTable]:
+        """The filter tables, for our rules: read again only when the nf_tables ruleset changed since (with
+        iptables-nft and netlink; legacy iptables has no generation to ask: read every time)."""
+        generation = None
+        if self._netlink and self._filter.variant() == NFT:
+            generation = self._generation(nlnft.generation)
+            if generation is not None and generation == self._read_at[0]:
+                return self._read_at[1]
         tables = {}
         for family in FAMILIES:
             text = self.runner.run((Xtables.program(family, "save"), "-t", "filter"))
             tables[family] = self._tables[family].parse(text).get("filter", SavedTable("filter"))
-        return Current(sets, tables), found
+        self._read_at = (generation, tables)
+        return tables
 
     def read(self) -> tuple[Current, list[IpReading]]:
         return self._current()
