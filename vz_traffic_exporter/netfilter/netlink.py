@@ -138,7 +138,10 @@ class Fallback:
             found = read()
         except (Unknown, OSError) as err:
             if str(err) != self.failed:
-                log.warning("%s over netlink: %s; reading %s instead", self.what, err, self.instead)
+                # What the reader does not know is worth a warning; a refusal (no permission, no module) is
+                # the tool's to report, if it meets it too.
+                level = logging.WARNING if isinstance(err, Unknown) else logging.DEBUG
+                log.log(level, "%s over netlink: %s; reading %s instead", self.what, err, self.instead)
                 self.failed = str(err)
             return None
         if self.failed:
