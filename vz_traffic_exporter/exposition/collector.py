@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from ..accounting import SeriesKey
+from ..accounting import SeriesKey, SeriesRow
 from ..config import DISCOVERY_SOURCES, QuotaConfig
 from ..discovery import Container
 from ..discovery.parsing import text_of
@@ -177,6 +177,7 @@ class Renderer:
         self._ip_lines: dict[SeriesKey, tuple[int, int, str, str, str]] = {}
         self._texts: dict[str, tuple[tuple[object, ...], str]] = {}  # family -> (its inputs, its text)
         self._body = ("", b"")  # the series' text and its bytes, as last written
+        self._ip_text: tuple[Sequence[SeriesRow], list[str]] = ((), [])  # address rows, and their text
         self._lock = threading.Lock()
 
     def __call__(self, snap: Snapshot) -> bytes:
@@ -202,6 +203,11 @@ class Renderer:
         if not snap.ip_series:
             self._ip_lines = {}
             return []
+        if snap.ip_series != self._ip_text[0]:  # else the same rows (mostly the same objects): the same text
+            self._ip_text = (snap.ip_series, self._ip_lines_of(snap))
+        return list(self._ip_text[1])  # the caller adds to it
+
+    def _ip_lines_of(self, snap: Snapshot) -> list[str]:
         old = self._ip_lines
         kept = {}
         bytes_lines, packets_lines = [_head(IP_BYTES)], [_head(IP_PACKETS)]

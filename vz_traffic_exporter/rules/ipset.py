@@ -315,6 +315,7 @@ class IpsetRules:
         self._reader = SaveReader()
         self._netlink = isinstance(runner, SystemRunner) if netlink is None else netlink
         self._over_netlink = Fallback("ipset", "ipset save")
+        self._made: dict[tuple[str, str], tuple[Values, IpReading]] = {}  # (set, element) -> its last reading
         self._generation = Fallback("the nf_tables generation", "iptables-save at every read")
         # The filter tables as last read, and the ruleset generation they were read at (None: unknown).
         self._read_at: tuple[Optional[int], dict[str, SavedTable]] = (None, {})
@@ -335,14 +336,39 @@ class IpsetRules:
         """Our sets and the counting sets' readings: over netlink where it works, else from ``ipset save``."""
         dumped = self._over_netlink(functools.partial(nlipset.dump, SET_PREFIX)) if self._netlink else None
         if dumped is not None:
-            sets = {
-                name: IpsetState(
-                    kind, {k: (p, b, None if c is None else _stamp(c)) for k, (p, b, c) in found.items()}
-                )
-                for name, (kind, found) in dumped.items()
-            }
-            return sets, readings(sets)
+            return self._from_dump(dumped)
         return self._reader.read(self.runner.run(("ipset", "save")))
+
+    def _from_dump(
+        self, dumped: dict[str, tuple[str, nlipset.Elements]]
+    ) -> tuple[dict[str, IpsetState], list[IpReading]]:
+        """The sets and readings of a netlink dump; an element that shows what it showed last time gives
+        the same reading object (made once, not at every read)."""
+        made, kept, out = self._made, {}, []
+        stamps: dict[Optional[str], Optional[int]] = {None: None}
+        sets = {}
+        for name, (kind, found) in dumped.items():
+            parsed = _set_kind(name)
+            elements = {}
+            for ip, (packets, nbytes, comment) in found.items():
+                stamp = stamps.get(comment, 0)
+                if stamp == 0:
+                    stamp = stamps[comment] = _stamp(comment or "")
+                values = (packets, nbytes, stamp)
+                elements[ip] = values
+                if parsed is None:
+                    continue
+                key = (name, ip)
+                hit = made.get(key)
+                if hit is None or hit[0] != values:
+                    direction, _, klass = parsed
+                    reading = IpReading(("ipset", direction, klass, ip), ip, klass, direction, *values, name)
+                    hit = (values, reading)
+                kept[key] = hit
+                out.append(hit[1])
+            sets[name] = IpsetState(kind, elements)
+        self._made = kept
+        return sets, out
 
     def _current(self) -> tuple[Current, list[IpReading]]:
         sets, found = self._sets()
