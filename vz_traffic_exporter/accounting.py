@@ -33,7 +33,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import repeat
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Union, cast
 
 STATE_VERSION = 2
 # A 32-bit packet count read with json-c's json_object_get_int (Virtuozzo 9's vznetstat) stops
@@ -173,8 +173,11 @@ class Accumulator:
         stamp = int(time.time() if now is None else now)
         p, b = array("Q", packets), array("Q", nbytes)
         e = old.epochs
-        if epochs is not None:
-            e = _epochs(old.epochs[i] if x is None else x for i, x in enumerate(epochs))
+        if epochs is not None:  # an epoch not given keeps the one it had
+            given = cast("Sequence[int]", epochs) if None not in epochs else None
+            e = _epochs(
+                given if given is not None else (o if x is None else x for o, x in zip(old.epochs, epochs))
+            )
         same_series = series == old.series
         if p == old.packets and b == old.bytes and e == old.epochs and same_series:
             self._read_at[source] = stamp  # nothing grew, nothing moved
@@ -221,16 +224,11 @@ class Accumulator:
         moved: list[int] = []  # series slots last fed by the read before
         for counter, key, packets, nbytes, epoch, bits in rows:
             at = place.get(counter)
-            last: Optional[_Counters] = (
-                new  # the same counter twice in one read: the second follows the first
-            )
-            was = at
-            if at is None:
-                was = index.get(counter)
-                last = old
+            # The same counter twice in one read: the second follows the first.
+            last, was = (new, at) if at is not None else (old, index.get(counter))
             slot = NO_SERIES if key is None else self._series(key, stamp)
             e = NO_EPOCH if epoch is None else _epoch(epoch)
-            if last is None or was is None:
+            if was is None:
                 grew = (packets, nbytes)
                 self.changes += 1
             else:

@@ -176,7 +176,7 @@ class Renderer:
         # series -> (packets, bytes, bytes line, packets line, label text)
         self._ip_lines: dict[SeriesKey, tuple[int, int, str, str, str]] = {}
         self._texts: dict[str, tuple[tuple[object, ...], str]] = {}  # family -> (its inputs, its text)
-        self._body = ("", b"")  # the series' text and its bytes, as last written
+        self._body: tuple[list[str], bytes] = ([], b"")  # the series' parts and their bytes, as last written
         self._ip_text: tuple[Sequence[SeriesRow], list[str]] = ((), [])  # address rows, and their text
         self._lock = threading.Lock()
 
@@ -191,9 +191,8 @@ class Renderer:
             parts += [_series_text(name, rows) for name, rows in _kernel_rows(snap).items() if rows]
             parts.append(self._container_info(snap.inventory.containers))
             parts.append(self._quotas(snap.inventory.containers, snap.quotas))
-            text = "".join(parts)
-            if text != self._body[0]:
-                self._body = (text, text.encode())
+            if parts != self._body[0]:  # parts unchanged are mostly the same objects: compared at no cost
+                self._body = (parts, "".join(parts).encode())
             series = self._body[1]
         registry = CollectorRegistry(auto_describe=False)
         registry.register(TrafficCollector(lambda: snap))

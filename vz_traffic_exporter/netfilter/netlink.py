@@ -7,12 +7,13 @@ from the kernel) into one log line and a read of the tool's text instead.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
 import struct
-from collections.abc import Iterator
-from typing import Callable, Optional, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable, Optional, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,42 @@ def attr(kind: int, payload: bytes) -> bytes:
     """One attribute, padded."""
     raw = NLA.pack(4 + len(payload), kind) + payload
     return raw + b"\0" * (-len(raw) % 4)
+
+
+def address(raw: bytes) -> str:
+    """A 4- or 16-byte address as the ipaddress module writes it (and so the tools' text after parsing)."""
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw)
+    if raw[:10] == bytes(10):  # mapped and compatible forms: inet_ntop writes them otherwise
+        return str(ipaddress.IPv6Address(raw))
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def records(
+    data: bytes, at: int, end: int, record: int, heads: Sequence[int], fields: Sequence[tuple[int, str]]
+) -> Optional[list[tuple[Any, ...]]]:
+    """The values of fixed-size records in data[at:end] whose attribute headers (at the offsets heads,
+    found in the first record) all equal the first record's; None when they do not.
+
+    fields: (offset in a record, struct code) of each value, in order of offset.  Headers are compared
+    byte column by byte column, each column one slice: no Python step per record.
+    """
+    if record <= 0 or (end - at) % record:
+        return None
+    count = (end - at) // record
+    for head in heads:
+        for i in range(at + head, at + head + 4):
+            if data[i:end:record] != data[i : i + 1] * count:
+                return None
+    shape, place = ">", 0
+    for offset, code in fields:
+        if offset < place:
+            return None
+        shape += f"{offset - place}x{code}"
+        place = offset + struct.calcsize(">" + code)
+    if place > record:
+        return None
+    return list(struct.Struct(shape + f"{record - place}x").iter_unpack(data[at:end]))
 
 
 class Session:

@@ -15,10 +15,21 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import struct
 from typing import Optional
 
-from .netlink import MAX_ELEMENTS, NLA, NLA_TYPE_MASK, U64, Session, Unknown, attr, attrs, string
+from .netlink import (
+    MAX_ELEMENTS,
+    NLA,
+    NLA_TYPE_MASK,
+    U64,
+    Session,
+    Unknown,
+    address,
+    attr,
+    attrs,
+    records,
+    string,
+)
 
 NFNL_SUBSYS_IPSET = 6
 IPSET_CMD_LIST, IPSET_CMD_SAVE = 7, 8
@@ -36,7 +47,6 @@ _ANSWERS = {
 }  # a save is answered as a list
 
 Elements = dict[str, tuple[int, int, Optional[str]]]  # element -> (packets, bytes, comment)
-_attrs, _string, _NLA, _U64 = attrs, string, NLA, U64
 
 
 def _elements(data: bytes, at: int, end: int, set_type: str, elements: Elements, what: str) -> int:
@@ -48,68 +58,53 @@ def _elements(data: bytes, at: int, end: int, set_type: str, elements: Elements,
     return _each(data, at, end, set_type, elements, what)
 
 
-# The elements of our counting sets as the kernel writes them: an address (nested), bytes, packets and,
-# from a sync, a comment.  By address size: the offsets of the attribute headers, and the format of the rest.
-_LAYOUTS: dict[int, tuple[tuple[int, ...], str]] = {
-    4: ((0, 4, 8, 16, 28), ">12x4s4xQ4xQ"),
-    16: ((0, 4, 8, 28, 40), ">12x16s4xQ4xQ"),
-}
-_MAPPED = bytes(10)  # IPv6 addresses that start so are written as the ipaddress module writes them
-
-
 def _uniform(data: bytes, at: int, end: int, elements: Elements, what: str) -> Optional[int]:
     """Elements that all have the layout and attribute headers of the first one, decoded as fixed-size
     records; None when they do not (the caller then decodes them attribute by attribute)."""
-    length = _NLA.unpack_from(data, at)[0]
-    record = (length + 3) & ~3
-    if length < 4 or record > end - at or (end - at) % record:
+    length = NLA.unpack_from(data, at)[0]
+    if length < 4 or length > end - at:
         return None
     first: Elements = {}
     _each(data, at, at + length, "hash:ip", first, what)  # the first one, attribute by attribute
-    [(ip, values)] = first.items()
-    size = 16 if ":" in ip else 4
-    heads, shape = _LAYOUTS[size]
-    fixed = struct.calcsize(shape)
-    if values[2] is not None:
-        heads, shape = (*heads, fixed), shape + f"4x{record - fixed - 4}s"
-    try:
-        layout = struct.Struct(shape)
-    except struct.error:
+    heads, where = [0], {}  # the first one's attribute headers, and where its values are
+    for kind, a, b in attrs(data, at + 4, at + length, what):
+        heads.append(a - 4 - at)
+        if kind == ATTR_IP:
+            for _, c, d in attrs(data, a, b, what):
+                heads.append(c - 4 - at)
+                where["ip"] = (c - at, f"{d - c}s")
+        elif kind in (ATTR_BYTES, ATTR_PACKETS):
+            where["bytes" if kind == ATTR_BYTES else "packets"] = (a - at, "Q")
+        elif kind == ATTR_COMMENT:
+            where["comment"] = (a - at, f"{b - a}s")
+        else:
+            return None  # a prefix, padding: attribute by attribute
+    if not {"ip", "bytes", "packets"} <= where.keys():
         return None
-    count: int = (end - at) // record
-    if layout.size != record:
+    names = sorted(where, key=lambda name: where[name][0])
+    rows = records(data, at, end, (length + 3) & ~3, heads, [where[name] for name in names])
+    if rows is None:
         return None
-    # Every header of every element equals the first one's: compared byte column by byte column.
-    for head in heads:
-        for i in range(head, head + 4):
-            if data[at + i : end : record] != data[at + i : at + i + 1] * count:
-                return None
-    fields = list(layout.iter_unpack(data[at:end]))
-    ntop, family = socket.inet_ntop, socket.AF_INET if size == 4 else socket.AF_INET6
-
-    def text(address: bytes) -> str:
-        if size == 16 and address[:10] == _MAPPED:
-            return str(ipaddress.IPv6Address(address))
-        return ntop(family, address)
-
+    ip, b, p = names.index("ip"), names.index("bytes"), names.index("packets")
     found: Elements
-    if len(fields[0]) > 3:
-        comments = {raw: _string(raw, what) for raw in {f[3] for f in fields}}
-        found = {text(f[0]): (f[2], f[1], comments[f[3]]) for f in fields}
+    if "comment" in where:
+        c = names.index("comment")
+        comments = {raw: string(raw, what) for raw in {row[c] for row in rows}}
+        found = {address(row[ip]): (row[p], row[b], comments[row[c]]) for row in rows}
     else:
-        found = {text(f[0]): (f[2], f[1], None) for f in fields}
-    if found.get(ip) != values:  # the attributes are not where this layout has them
+        found = {address(row[ip]): (row[p], row[b], None) for row in rows}
+    if any(found.get(key) != value for key, value in first.items()):  # not where the first one has them
         return None
     before = len(elements)
     elements.update(found)
-    if len(found) != count or len(elements) != before + count:
+    if len(found) != len(rows) or len(elements) != before + len(rows):
         raise Unknown(f"{what}: an element appears twice")
-    return count
+    return len(rows)
 
 
 def _each(data: bytes, at: int, end: int, set_type: str, elements: Elements, what: str) -> int:
     """Decode elements attribute by attribute (any layout this reader knows)."""
-    unpack, u64 = _NLA.unpack_from, _U64.unpack_from
+    unpack, u64 = NLA.unpack_from, U64.unpack_from
     comments: dict[bytes, str] = {}
     count = 0
     while at < end:
@@ -133,10 +128,8 @@ def _each(data: bytes, at: int, end: int, set_type: str, elements: Elements, wha
             if part == ATTR_IP and size >= 8:
                 inner, family = unpack(data, a + 4)
                 family &= NLA_TYPE_MASK
-                if family == IPADDR_IPV4 and inner == 8 and size == 12:
-                    ip = socket.inet_ntop(socket.AF_INET, data[a + 8 : a + 12])
-                elif family == IPADDR_IPV6 and inner == 20 and size == 24:
-                    ip = str(ipaddress.IPv6Address(data[a + 8 : a + 24]))
+                if (family, inner, size) in ((IPADDR_IPV4, 8, 12), (IPADDR_IPV6, 20, 24)):
+                    ip = address(data[a + 8 : a + size])
                 else:
                     raise Unknown(f"{what}: address attribute {family} of {inner} bytes")
             elif part == ATTR_BYTES and size == 12:
@@ -185,13 +178,13 @@ class SetDump:
         """One ipset message: its attributes, data[at:end]."""
         name = set_type = None
         adt = None
-        for kind, a, b in _attrs(data, at, end, "ipset message"):
+        for kind, a, b in attrs(data, at, end, "ipset message"):
             if kind == ATTR_SETNAME:
-                name = _string(data[a:b], "set name")
+                name = string(data[a:b], "set name")
                 if not name.startswith(self.prefix):
                     return  # not ours: not decoded
             elif kind == ATTR_TYPENAME:
-                set_type = _string(data[a:b], f"set {name}: type")
+                set_type = string(data[a:b], f"set {name}: type")
             elif kind == ATTR_ADT:
                 adt = (a, b)
         if name is None:

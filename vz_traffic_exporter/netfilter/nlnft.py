@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import errno as errnos
 import functools
-import ipaddress
 import socket
-import struct
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .netlink import MAX_ELEMENTS, NLA, U32, U64, Session, Unknown, attr, attrs, string
+from .netlink import MAX_ELEMENTS, NLA, U32, U64, Session, Unknown, address, attr, attrs, records, string
 
 NFNL_SUBSYS_NFTABLES = 10
 MSG_GETTABLE, MSG_GETCHAIN, MSG_GETSET, MSG_GETSETELEM, MSG_GETGEN = 1, 4, 10, 13, 16
@@ -35,8 +33,6 @@ ELEM_KEY, ELEM_FLAGS, ELEM_EXPR, ELEM_PAD, ELEM_EXPRESSIONS = 1, 3, 7, 8, 11
 DATA_VALUE = 1
 EXPR_NAME, EXPR_DATA = 1, 2
 COUNTER_BYTES, COUNTER_PACKETS, COUNTER_PAD = 1, 2, 3
-
-_U32, _U64, _NLA, _attrs = U32, U64, NLA, attrs
 
 
 @dataclass
@@ -68,8 +64,8 @@ def generation() -> int:
 
     def gen(data: bytes, at: int, end: int) -> None:
         found.extend(
-            _U32.unpack_from(data, a)[0]
-            for kind, a, b in _attrs(data, at, end, "gen")
+            U32.unpack_from(data, a)[0]
+            for kind, a, b in attrs(data, at, end, "gen")
             if kind == GEN_ID and b - a == 4
         )
 
@@ -116,15 +112,15 @@ def read_table(family: str, name: str) -> Table:
 
 
 def _table(table: Table, data: bytes, at: int, end: int) -> None:
-    for kind, a, b in _attrs(data, at, end, "table"):
+    for kind, a, b in attrs(data, at, end, "table"):
         if kind == TABLE_HANDLE and b - a == 8:
-            table.handle = _U64.unpack_from(data, a)[0]
+            table.handle = U64.unpack_from(data, a)[0]
             table.exists = True
 
 
 def _chain(table: Table, name: str, data: bytes, at: int, end: int) -> None:
     owner = chain = None
-    for kind, a, b in _attrs(data, at, end, "chain"):
+    for kind, a, b in attrs(data, at, end, "chain"):
         if kind == CHAIN_TABLE:
             owner = _string(data, a, b, "chain table")
         elif kind == CHAIN_NAME:
@@ -140,15 +136,15 @@ def _set(kinds: dict[str, int], table: str, data: bytes, at: int, end: int) -> N
     owner = name = None
     flags = 0
     key_len = 0
-    for kind, a, b in _attrs(data, at, end, "set"):
+    for kind, a, b in attrs(data, at, end, "set"):
         if kind == SET_TABLE:
             owner = _string(data, a, b, "set table")
         elif kind == SET_NAME:
             name = _string(data, a, b, "set name")
         elif kind == SET_FLAGS and b - a == 4:
-            flags = _U32.unpack_from(data, a)[0]
+            flags = U32.unpack_from(data, a)[0]
         elif kind == SET_KEY_LEN and b - a == 4:
-            key_len = _U32.unpack_from(data, a)[0]
+            key_len = U32.unpack_from(data, a)[0]
     if name is None:
         raise Unknown("a set without a name")
     if owner != table or flags & SET_ANONYMOUS:
@@ -160,16 +156,16 @@ def _counter(data: bytes, at: int, end: int, what: str) -> tuple[int, int]:
     """(packets, bytes) of one expression, which must be a counter."""
     name = None
     counted: Optional[tuple[int, int]] = None
-    for kind, a, b in _attrs(data, at, end, what):
+    for kind, a, b in attrs(data, at, end, what):
         if kind == EXPR_NAME:
             name = _string(data, a, b, what)
         elif kind == EXPR_DATA:
             packets = nbytes = None
-            for inner, c, d in _attrs(data, a, b, what):
+            for inner, c, d in attrs(data, a, b, what):
                 if inner == COUNTER_BYTES and d - c == 8:
-                    nbytes = _U64.unpack_from(data, c)[0]
+                    nbytes = U64.unpack_from(data, c)[0]
                 elif inner == COUNTER_PACKETS and d - c == 8:
-                    packets = _U64.unpack_from(data, c)[0]
+                    packets = U64.unpack_from(data, c)[0]
                 elif inner != COUNTER_PAD:
                     raise Unknown(f"{what}: counter attribute {inner}")
             if packets is None or nbytes is None:
@@ -190,7 +186,7 @@ def _elements(
     end: int,
 ) -> None:
     what = f"set {set_name}"
-    for kind, a, b in _attrs(data, at, end, what):
+    for kind, a, b in attrs(data, at, end, what):
         if kind != LIST_ELEMENTS:
             continue
         found = _uniform(data, a, b, key_len, what)
@@ -205,61 +201,38 @@ def _elements(
             raise Unknown(f"more than {MAX_ELEMENTS} elements")
 
 
-def _address(key: bytes) -> str:
-    """An address as the ipaddress module writes it (and so the nft -j parse)."""
-    if len(key) == 4:
-        return socket.inet_ntop(socket.AF_INET, key)
-    if key[:10] == bytes(10):  # mapped and compatible forms: inet_ntop writes them otherwise
-        return str(ipaddress.IPv6Address(key))
-    return socket.inet_ntop(socket.AF_INET6, key)
-
-
 def _uniform(data: bytes, at: int, end: int, key_len: int, what: str) -> Optional[dict[str, tuple[int, int]]]:
     """Elements that all have the layout and attribute headers of the first one, as fixed-size records;
     None when they do not (the caller then decodes them attribute by attribute)."""
     if end - at < 4:
         return None
-    length = _NLA.unpack_from(data, at)[0]
-    record = (length + 3) & ~3
-    if length < 4 or record > end - at or (end - at) % record:
+    length = NLA.unpack_from(data, at)[0]
+    if length < 4 or length > end - at:
         return None
-    first = _each(data, at, at + record, key_len, what)  # the first one, attribute by attribute
+    first = _each(data, at, at + ((length + 3) & ~3), key_len, what)  # the first one, attribute by attribute
     heads = [0]  # offsets of every attribute header in the first element
-    where: dict[str, int] = {}  # offsets of the key, the bytes and the packets
+    where: dict[str, tuple[int, str]] = {}  # offsets of the key, the bytes and the packets
 
     def walk(a: int, b: int, depth: int) -> None:
-        for kind, c, d in _attrs(data, a, b, what):
+        for kind, c, d in attrs(data, a, b, what):
             heads.append(c - 4 - at)
             if (depth == 0 and kind in (ELEM_KEY, ELEM_EXPR)) or (depth == 1 and kind == EXPR_DATA):
                 walk(c, d, depth + 1)
             elif depth == 1 and kind == DATA_VALUE and d - c == key_len:
-                where["key"] = c - at
+                where["key"] = (c - at, f"{key_len}s")
             elif depth == 2 and kind in (COUNTER_BYTES, COUNTER_PACKETS) and d - c == 8:
-                where["bytes" if kind == COUNTER_BYTES else "packets"] = c - at
+                where["bytes" if kind == COUNTER_BYTES else "packets"] = (c - at, "Q")
 
     walk(at + 4, at + length, 0)
     if set(where) != {"key", "bytes", "packets"}:
         return None
-    count = (end - at) // record
-    for head in heads:  # every header of every element equals the first one's, byte column by byte column
-        for i in range(head, head + 4):
-            if data[at + i : end : record] != data[at + i : at + i + 1] * count:
-                return None
-    fields = sorted((offset, name) for name, offset in where.items())
-    shape, place = ">", 0
-    for offset, name in fields:
-        if offset < place:
-            return None
-        shape += f"{offset - place}x" + (f"{key_len}s" if name == "key" else "Q")
-        place = offset + (key_len if name == "key" else 8)
-    shape += f"{record - place}x"
-    layout = struct.Struct(shape)
-    if layout.size != record:
+    names = sorted(where, key=lambda name: where[name][0])
+    rows = records(data, at, end, (length + 3) & ~3, heads, [where[name] for name in names])
+    if rows is None:
         return None
-    order = [name for _, name in fields]
-    k, p, b = order.index("key"), order.index("packets"), order.index("bytes")
-    found = {_address(f[k]): (f[p], f[b]) for f in layout.iter_unpack(data[at:end])}
-    if len(found) != count:
+    k, p, b = names.index("key"), names.index("packets"), names.index("bytes")
+    found = {address(row[k]): (row[p], row[b]) for row in rows}
+    if len(found) != len(rows):
         raise Unknown(f"{what}: an element appears twice")
     if any(found.get(ip) != value for ip, value in first.items()):  # not where the first one has them
         return None
@@ -269,21 +242,21 @@ def _uniform(data: bytes, at: int, end: int, key_len: int, what: str) -> Optiona
 def _each(data: bytes, at: int, end: int, key_len: int, what: str) -> dict[str, tuple[int, int]]:
     """Elements attribute by attribute."""
     out: dict[str, tuple[int, int]] = {}
-    for item, c, d in _attrs(data, at, end, what):
+    for item, c, d in attrs(data, at, end, what):
         if item != LIST_ELEM:
             raise Unknown(f"{what}: attribute {item} among its elements")
         key = None
         counted = (0, 0)
-        for part, e, f in _attrs(data, c, d, what):
+        for part, e, f in attrs(data, c, d, what):
             if part == ELEM_KEY:
-                for inner, g, h in _attrs(data, e, f, what):
+                for inner, g, h in attrs(data, e, f, what):
                     if inner != DATA_VALUE or h - g != key_len or key_len not in (4, 16):
                         raise Unknown(f"{what}: a key of {h - g} bytes")
                     key = data[g:h]
             elif part == ELEM_EXPR:
                 counted = _counter(data, e, f, what)
             elif part == ELEM_EXPRESSIONS:
-                found = [_counter(data, g, h, what) for _, g, h in _attrs(data, e, f, what)]
+                found = [_counter(data, g, h, what) for _, g, h in attrs(data, e, f, what)]
                 if len(found) != 1:
                     raise Unknown(f"{what}: {len(found)} expressions on an element")
                 counted = found[0]
@@ -291,7 +264,7 @@ def _each(data: bytes, at: int, end: int, key_len: int, what: str) -> dict[str, 
                 raise Unknown(f"{what}: element attribute {part}")
         if key is None:
             raise Unknown(f"{what}: an element without a key")
-        ip = _address(key)
+        ip = address(key)
         if ip in out:
             raise Unknown(f"{what}: {ip} appears twice")
         out[ip] = counted
