@@ -182,6 +182,9 @@ class Accumulator:
         if p == old.packets and b == old.bytes and e == old.epochs and same_series:
             self._read_at[source] = stamp  # nothing grew, nothing moved
             return
+        if same_series and e == old.epochs:
+            self._grown(source, old, p, b, packet_bits, stamp)
+            return
         changed = [
             i
             for i, (p1, p0, b1, b0, e1, e0) in enumerate(zip(p, old.packets, b, old.bytes, e, old.epochs))
@@ -204,6 +207,41 @@ class Accumulator:
             resets += reset
             old.packets[i], old.bytes[i], old.epochs[i] = p[i], b[i], e[i]
             self._add(old.slots[i], grew, stamp)
+        self._read_at[source] = stamp
+        self.resets[source] += resets
+        self.changes += resets
+
+    def _grown(
+        self, source: str, old: _Counters, p: array[int], b: array[int], bits: Optional[int], stamp: int
+    ) -> None:
+        """:meth:`update_columns` where every counter kept its series and epoch: one step per counter that
+        changed, the common case (it grew) without a call."""
+        op, ob, slots = old.packets, old.bytes, old.slots
+        totals_p, totals_b, seen = self._packets, self._bytes, self._seen
+        grown: list[int] = []
+        resets = 0
+        for i in [i for i, (p1, p0, b1, b0) in enumerate(zip(p, op, b, ob)) if p1 != p0 or b1 != b0]:
+            p0, b0, p1, b1 = op[i], ob[i], p[i], b[i]
+            if p1 >= p0 and b1 >= b0:
+                dp, db = p1 - p0, b1 - b0
+            else:
+                (dp, db), reset = _growth(p0, b0, NO_EPOCH, p1, b1, NO_EPOCH, bits)
+                resets += reset
+            op[i], ob[i] = p1, b1
+            slot = slots[i]
+            if slot != NO_SERIES:
+                seen[slot] = stamp
+                if dp or db:
+                    totals_p[slot] += dp
+                    totals_b[slot] += db
+                    grown.append(slot)
+        keys = self._keys
+        for slot in grown:
+            kind = keys[slot][0]
+            dirty = self._dirty.get(kind)
+            if dirty is None:
+                dirty = self._dirty[kind] = set()
+            dirty.add(slot)
         self._read_at[source] = stamp
         self.resets[source] += resets
         self.changes += resets

@@ -13,6 +13,7 @@ from vz_traffic_exporter.netfilter.iptables_save import (
 from vz_traffic_exporter.netfilter.layout import parse_epoch_spec
 from vz_traffic_exporter.netfilter.xtables import LEGACY, NFT, parse_version
 from vz_traffic_exporter.sources.iptables import (
+    ManagedReadings,
     adopted_mark,
     adopted_readings,
     epochs,
@@ -132,15 +133,60 @@ def test_epoch_rules_give_each_counting_chain_its_epoch() -> None:
 def test_an_unchanged_rule_line_gives_the_same_reading_object() -> None:
     text = fixture_text("cmd/iptables-save-c.txt")
     parser = SaveParser()
-    made: dict = {}  # type: ignore[type-arg]
-    first = managed_readings(parser.parse(text)["filter"], True, "ipv4", made)
-    again = managed_readings(parser.parse(text)["filter"], True, "ipv4", made)
+    read = ManagedReadings("ipv4")
+    first = read(parser.parse(text)["filter"], True)
+    again = read(parser.parse(text)["filter"], True)
     assert first and all(a is b for a, b in zip(first, again))
     grown = text.replace("[10:1280] -A VZTRAFFIC-OUT-1 -s", "[11:1408] -A VZTRAFFIC-OUT-1 -s")
     assert grown != text
-    third = managed_readings(parser.parse(grown)["filter"], True, "ipv4", made)
+    third = read(parser.parse(grown)["filter"], True)
     assert third == managed_readings(parse_iptables_save(grown)["filter"], True, "ipv4")
     changed = [b for a, b in zip(again, third) if a is not b]
     assert [(r.ip, r.klass, r.direction, r.packets, r.bytes) for r in changed] == [
         ("192.0.2.11", 1, "out", 11, 1408)
     ]
+
+
+def test_a_dump_that_differs_in_counters_only_is_read_as_its_counters() -> None:
+    text = fixture_text("cmd/iptables-save-c.txt")
+    parser = SaveParser()
+    first = parser.parse(text)["filter"]
+    grown = text.replace("[10:1280] -A VZTRAFFIC-OUT-1 -s", "[11:1408] -A VZTRAFFIC-OUT-1 -s")
+    grown = grown.replace(":FORWARD ACCEPT [0:0]", ":FORWARD ACCEPT [5:300]")
+    assert grown.count("\n") == text.count("\n") and ":FORWARD ACCEPT [5:300]" in grown
+    second = parser.parse(grown)["filter"]
+    assert second.shape is first.shape  # read as counters
+    assert second == parse_iptables_save(grown)["filter"]
+    assert [i for i, (a, b) in enumerate(zip(first.rules, second.rules)) if a is not b] == [
+        next(i for i, r in enumerate(first.rules) if r.packets == 10 and r.chain == "VZTRAFFIC-OUT-1")
+    ]
+    assert parser.parse(grown)["filter"] is second  # nothing changed since
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("[10:1280] -A VZTRAFFIC-OUT-1 -s 192.0.2.11", "[10:1280] -A VZTRAFFIC-OUT-1 -s 192.0.2.12"),
+        (":FORWARD ACCEPT [0:0]", ":FORWARD DROP [0:0]"),
+        ("[10:1280] -A VZTRAFFIC-OUT-1", "[10:1280] -A VZTRAFFIC-OUT-2"),
+    ],
+)
+def test_a_dump_with_another_rule_or_chain_is_parsed_anew(old: str, new: str) -> None:
+    text = fixture_text("cmd/iptables-save-c.txt")
+    parser = SaveParser()
+    first = parser.parse(text)["filter"]
+    assert old in text
+    changed = parser.parse(text.replace(old, new, 1))["filter"]
+    assert changed.shape is not first.shape
+    assert changed == parse_iptables_save(text.replace(old, new, 1))["filter"]
+
+
+@pytest.mark.parametrize("counters", ["[18446744073709551616:0]", "[1:²]", "[-1:5]", "[1:2:3]"])
+def test_bad_counters_in_a_dump_of_the_last_shape_name_their_line(counters: str) -> None:
+    text = fixture_text("cmd/iptables-save-c.txt")
+    parser = SaveParser()
+    parser.parse(text)
+    bad = text.replace("[10:1280] -A VZTRAFFIC-OUT-1", f"{counters} -A VZTRAFFIC-OUT-1", 1)
+    line = bad.splitlines().index(next(x for x in bad.splitlines() if x.startswith(counters))) + 1
+    with pytest.raises(ParseError, match=f"line {line}: "):
+        parser.parse(bad)

@@ -173,79 +173,74 @@ class Renderer:
     """
 
     def __init__(self) -> None:
-        # series -> (packets, bytes, bytes line, packets line, label text)
-        self._ip_lines: dict[SeriesKey, tuple[int, int, str, str, str]] = {}
-        self._texts: dict[str, tuple[tuple[object, ...], str]] = {}  # family -> (its inputs, its text)
-        self._body: tuple[list[str], bytes] = ([], b"")  # the series' parts and their bytes, as last written
-        self._ip_text: tuple[Sequence[SeriesRow], list[str]] = ((), [])  # address rows, and their text
+        self._keys: list[SeriesKey] = []  # the address series of the last scrape, in order
+        self._labels: list[str] = []  # and their label text
+        self._ip_text: tuple[Sequence[SeriesRow], list[bytes]] = ((), [])  # address rows, and their text
+        self._kernel: tuple[list[str], bytes] = ([], b"")  # the kernel series' text, and its bytes
+        self._texts: dict[str, tuple[tuple[object, ...], bytes]] = {}  # family -> (its inputs, its text)
         self._lock = threading.Lock()
 
     def __call__(self, snap: Snapshot) -> bytes:
         return b"".join(self.parts(snap))
 
     def parts(self, snap: Snapshot) -> list[bytes]:
-        """The exposition in two parts: the series (tens of thousands of lines on a large node; the very
-        same object as last time when no line changed) and the few families the library writes."""
+        """The exposition in parts, each the very same object as last time when none of its lines changed:
+        the address series' bytes and packets (tens of thousands of lines on a large node), the kernel
+        series, the container info, the quotas, and the few families the library writes."""
         with self._lock:
             parts = self._ip_series(snap)
-            parts += [_series_text(name, rows) for name, rows in _kernel_rows(snap).items() if rows]
+            kernel = [_series_text(name, rows) for name, rows in _kernel_rows(snap).items() if rows]
+            if kernel != self._kernel[0]:
+                self._kernel = (kernel, "".join(kernel).encode())
+            parts.append(self._kernel[1])
             parts.append(self._container_info(snap.inventory.containers))
             parts.append(self._quotas(snap.inventory.containers, snap.quotas))
-            if parts != self._body[0]:  # parts unchanged are mostly the same objects: compared at no cost
-                self._body = (parts, "".join(parts).encode())
-            series = self._body[1]
         registry = CollectorRegistry(auto_describe=False)
         registry.register(TrafficCollector(lambda: snap))
-        return [series, generate_latest(registry)]
+        parts.append(generate_latest(registry))
+        return parts
 
-    def _ip_series(self, snap: Snapshot) -> list[str]:
-        if not snap.ip_series:
-            self._ip_lines = {}
+    def _ip_series(self, snap: Snapshot) -> list[bytes]:
+        rows = snap.ip_series
+        if not rows:
+            self._keys, self._labels = [], []
             return []
-        if snap.ip_series != self._ip_text[0]:  # else the same rows (mostly the same objects): the same text
-            self._ip_text = (snap.ip_series, self._ip_lines_of(snap))
+        if rows != self._ip_text[0]:  # else the same rows (mostly the same objects): the same text
+            self._ip_text = (rows, self._ip_text_of(rows))
         return list(self._ip_text[1])  # the caller adds to it
 
-    def _ip_lines_of(self, snap: Snapshot) -> list[str]:
-        old = self._ip_lines
-        kept = {}
-        bytes_lines, packets_lines = [_head(IP_BYTES)], [_head(IP_PACKETS)]
-        for key, packets, nbytes in snap.ip_series:
-            lines = old.get(key)
-            if lines is None or lines[0] != packets or lines[1] != nbytes:
-                labels = _ip_labels(key[1:]) if lines is None else lines[4]
-                lines = (
-                    packets,
-                    nbytes,
-                    f"{IP_BYTES}{{{labels}}} {nbytes}\n",  # totals are integers
-                    f"{IP_PACKETS}{{{labels}}} {packets}\n",
-                    labels,
-                )
-            kept[key] = lines
-            bytes_lines.append(lines[2])
-            packets_lines.append(lines[3])
-        self._ip_lines = kept
-        return ["".join(bytes_lines), "".join(packets_lines)]
+    def _ip_text_of(self, rows: Sequence[SeriesRow]) -> list[bytes]:
+        """Every line written anew from the rows; only the label text is kept between scrapes."""
+        keys = [row[0] for row in rows]
+        if keys != self._keys:
+            known = dict(zip(self._keys, self._labels))
+            self._labels = [known.get(key) or _ip_labels(key[1:]) for key in keys]
+            self._keys = keys
+        labels = self._labels
+        # Totals are integers.
+        nbytes = "".join([f"{IP_BYTES}{{{text}}} {row[2]}\n" for text, row in zip(labels, rows)])
+        packets = "".join([f"{IP_PACKETS}{{{text}}} {row[1]}\n" for text, row in zip(labels, rows)])
+        return [(_head(IP_BYTES) + nbytes).encode(), (_head(IP_PACKETS) + packets).encode()]
 
     def _text(
         self, family: str, inputs: tuple[object, ...], rows: Callable[[], list[tuple[str, float]]]
-    ) -> str:
+    ) -> bytes:
         """A family's text, written again only when one of its inputs is another object than last time."""
         cached = self._texts.get(family)
         if cached is None or any(a is not b for a, b in zip(cached[0], inputs)):
             found = rows()
-            cached = (inputs, _series_text(family, found) if found else "")
+            cached = (inputs, _series_text(family, found).encode() if found else b"")
             self._texts[family] = cached
         return cached[1]
 
-    def _container_info(self, containers: Mapping[str, Container]) -> str:
+    def _container_info(self, containers: Mapping[str, Container]) -> bytes:
         return self._text(
             INFO,
             (containers,),
             lambda: [(_info_labels((veid, ct.name)), 1) for veid, ct in sorted(containers.items())],
         )
 
-    def _quotas(self, containers: Mapping[str, Container], quotas: QuotaConfig) -> str:
+    def _quotas(self, containers: Mapping[str, Container], quotas: QuotaConfig) -> bytes:
         return self._text(
             QUOTA,
             (containers, quotas),

@@ -473,6 +473,7 @@ class IptablesRules:
         self.writer = writer
         self._source = IptablesSource(runner, adopted=False, xtables=xtables)
         self._tables = FilterTables(runner, lambda: xtables.variant)
+        self._in_sync: Optional[tuple[object, list[Ruleset], bool]] = None
 
     def current(self, family: str) -> SavedTable:
         text = self.runner.run([Xtables.program(family, "save"), "-c", "-t", FILTER])
@@ -507,15 +508,26 @@ class IptablesRules:
     def in_sync(
         self, tables: dict[str, SavedTable], ips: Sequence[str], classes: ClassTable, host_traffic: bool
     ) -> bool:
-        """Whether the given live tables already hold exactly the wanted rules."""
-        return all(
-            not plan(
-                tables.get(family, SavedTable(FILTER)),
-                _wanted(family, tuple(ips), classes, host_traffic),
-                markers=self.xtables.sets_counters(family),
-            )
-            for family in FAMILIES
+        """Whether the given live tables already hold exactly the wanted rules.
+
+        Known without a plan when the tables have the shape they had at the last call, with the same
+        epoch rules and counters, and the same rules are wanted.
+        """
+        ips = tuple(ips)
+        current = [tables.get(family, SavedTable(FILTER)) for family in FAMILIES]
+        wanted = [_wanted(family, ips, classes, host_traffic) for family in FAMILIES]
+        key = (
+            [t.shape for t in current],
+            [t.chain_rules(layout.EPOCH_CHAIN) for t in current],
+            [self.xtables.sets_counters(family) for family in FAMILIES],
         )
+        if self._in_sync is not None and self._in_sync[0] == key and self._in_sync[1] == wanted:
+            return self._in_sync[2]
+        answer = all(
+            not plan(table, want, markers=key[2][i]) for i, (table, want) in enumerate(zip(current, wanted))
+        )
+        self._in_sync = (key, wanted, answer)
+        return answer
 
     def read(self) -> tuple[dict[str, SavedTable], list[IpReading]]:
         read = self._source.read()

@@ -26,6 +26,7 @@ from ..runner import Runner
 from . import IpReading
 
 log = logging.getLogger(__name__)
+_tuple = tuple.__new__
 
 ADOPTED_CHAINS = ("FORWARD", "INPUT", "OUTPUT")
 
@@ -44,33 +45,52 @@ def epoch_group(family: str, chain: str) -> str:
     return f"{family} {chain}"
 
 
-def managed_readings(
-    table: SavedTable,
-    markers: bool = True,
-    family: str = "ipv4",
-    made: Optional[dict[int, tuple[SavedRule, Optional[int], Optional[IpReading]]]] = None,
-) -> list[IpReading]:
-    """The readings of our counting rules.
+def managed_readings(table: SavedTable, markers: bool = True, family: str = "ipv4") -> list[IpReading]:
+    """The readings of our counting rules."""
+    return _managed(table, epochs(table, markers), family)[0]
 
-    made: id(rule) -> (rule, epoch, its reading) of the last read, updated in
-    place: a rule object seen then with the same epoch gives the same reading.
+
+def _managed(table: SavedTable, stamps: dict[str, int], family: str) -> tuple[list[IpReading], list[int]]:
+    """The readings of our counting rules, and the index of each one's rule."""
+    readings, at = [], []
+    for i, rule in enumerate(table.rules):
+        reading = _managed_reading(rule, stamps.get(rule.chain), family)
+        if reading is not None:
+            readings.append(reading)
+            at.append(i)
+    return readings, at
+
+
+class ManagedReadings:
+    """The readings of our counting rules, read after read, for one family.
+
+    A table of the last one's shape (see :class:`SaveParser`) with the same
+    epochs gives the last readings, with new counters where its rules are new
+    objects: one comparison per rule, and no parse of a rule that did not
+    change.
     """
-    stamps = epochs(table, markers)
-    old = made if made is not None else {}
-    kept: dict[int, tuple[SavedRule, Optional[int], Optional[IpReading]]] = {}
-    readings = []
-    for rule in table.rules:
-        epoch = stamps.get(rule.chain)
-        entry = old.get(id(rule))
-        if entry is None or entry[0] is not rule or entry[1] != epoch:
-            entry = (rule, epoch, _managed_reading(rule, epoch, family))
-        kept[id(rule)] = entry
-        if entry[2] is not None:
-            readings.append(entry[2])
-    if made is not None:
-        made.clear()
-        made.update(kept)
-    return readings
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+        self._last: Optional[tuple[SavedTable, dict[str, int], list[IpReading], list[int]]] = None
+
+    def __call__(self, table: SavedTable, markers: bool) -> list[IpReading]:
+        stamps = epochs(table, markers)
+        last = self._last
+        if last is not None and last[0] is table and last[1] == stamps:
+            return last[2]
+        if last is None or last[0].shape is not table.shape or last[1] != stamps:
+            readings, at = _managed(table, stamps, self.family)
+        else:
+            readings, at = list(last[2]), last[3]
+            rules, was = table.rules, last[0].rules
+            for k, i in enumerate(at):
+                rule = rules[i]
+                if rule is not was[i]:  # its counters only: a new tuple made as a tuple, without _replace
+                    r = readings[k]
+                    readings[k] = _tuple(IpReading, (r[0], r[1], r[2], r[3], rule[2], rule[3], r[6], r[7]))
+        self._last = (table, stamps, readings, at)
+        return readings
 
 
 def _managed_reading(rule: SavedRule, epoch: Optional[int], family: str) -> Optional[IpReading]:
@@ -160,9 +180,7 @@ class IptablesSource:
         self.xtables = xtables
         # Per family, what the last read parsed: unchanged rules are not parsed again.
         self._parsers = {family: SaveParser() for family in FAMILIES}
-        self._made: dict[str, dict[int, tuple[SavedRule, Optional[int], Optional[IpReading]]]] = {
-            family: {} for family in FAMILIES
-        }
+        self._managed = {family: ManagedReadings(family) for family in FAMILIES}
         self._duplicates: dict[str, set[tuple[str, str]]] = {family: set() for family in FAMILIES}
 
     def _report(self, family: str, duplicates: list[SavedRule]) -> None:
@@ -202,5 +220,5 @@ class IptablesSource:
                 self._report(family, duplicates)
             else:
                 markers = self.xtables.sets_counters(family) if self.xtables else False
-                readings += managed_readings(table, markers, family, self._made[family])
+                readings += self._managed[family](table, markers)
         return IptablesRead(tables, readings)
