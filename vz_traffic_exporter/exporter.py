@@ -173,6 +173,7 @@ class Exporter:
         # counter -> its series (None: nobody owns its address), for the owners they were made with
         self._nf_series: dict[CounterKey, Optional[SeriesKey]] = {}
         self._nf_owners: Mapping[str, str] = {}
+        self._nf_columns: Optional[tuple[Any, ...]] = None  # the last read, and its columns
         self._backends: dict[str, Backend] = {}
         self._discovery_status: dict[str, SourceStatus] = {}
         self._xtables: Optional[xtables.Xtables] = None
@@ -625,6 +626,15 @@ class Exporter:
         if owners is not self._nf_owners and owners != self._nf_owners:
             self._nf_series = {}
             self._nf_owners = owners
+            self._nf_columns = None
+        last = self._nf_columns
+        if last is None or last[0] != readings:  # equal readings (mostly the same objects): the same columns
+            last = self._nf_columns = (readings, *self._columns(readings, owners))
+        self.accumulator.update_columns(name, *last[1:])
+        self._nf_readings = readings
+
+    def _columns(self, readings: list[IpReading], owners: Mapping[str, str]) -> tuple[list[Any], ...]:
+        """The columns of a read for the accounting: counters, their series, packets, bytes, epochs."""
         made = self._nf_series
         counters = [r.counter for r in readings]
         series = []
@@ -640,12 +650,10 @@ class Exporter:
             series.append(key)
         if len(made) > 2 * len(readings) + 1024:  # counters gone for good: forget their keys
             self._nf_series = {c: made[c] for c in counters if c in made}
-        self.accumulator.update_columns(
-            name,
+        return (
             counters,
             series,
             [r.packets for r in readings],
             [r.bytes for r in readings],
             [r.epoch for r in readings],
         )
-        self._nf_readings = readings

@@ -104,6 +104,42 @@ def test_what_it_does_not_know_is_unknown(messages: list[bytes], why: str) -> No
         decode(*messages)
 
 
+def test_a_message_that_holds_what_it_held_before_is_not_decoded_again() -> None:
+    def dump(known: nlipset.Chunks, *messages: bytes) -> nlipset.SetDump:
+        found = nlipset.SetDump("vztraffic", known)
+        for body in messages:
+            found.message(body, 4, len(body))
+        return found
+
+    same = [element(f"192.0.2.{i}", 0, 0, STAMP) for i in range(1, 5)]
+    messages = [
+        message("vztraffic4-out-1", "hash:ip", COUNTING[:10]),
+        message("vztraffic4-out-1", None, COUNTING[10:]),
+        message("vztraffic4-in-1", "hash:ip", same),
+        message("vztraffic4-out-0", "hash:ip", same),  # the same bytes in another set
+    ]
+    first = dump({}, *messages)
+    again = dump(first.chunks, *messages)
+    assert again.sets == first.sets == decode(*messages)
+    assert all(a is b for name in first.parts for a, b in zip(first.parts[name], again.parts[name]))
+    assert first.parts["vztraffic4-in-1"][0] is not first.parts["vztraffic4-out-0"][0]
+    grown = [COUNTING[0], element("192.0.2.2", 3, 300, STAMP), *COUNTING[2:10]]
+    third = dump(again.chunks, message("vztraffic4-out-1", "hash:ip", grown), *messages[1:])
+    assert third.sets == decode(message("vztraffic4-out-1", "hash:ip", grown), *messages[1:])
+    assert third.sets["vztraffic4-out-1"][1]["192.0.2.2"] == (3, 300, STAMP)
+    parts = third.parts["vztraffic4-out-1"]
+    assert (
+        parts[0] is not again.parts["vztraffic4-out-1"][0] and parts[1] is again.parts["vztraffic4-out-1"][1]
+    )
+    # A set made again with another type is decoded as that type.
+    net = message("vztraffic4-out-1", "hash:net", COUNTING[:10])
+    with pytest.raises(Unknown, match="hash:net element"):
+        dump(first.chunks, net)
+    twice = [messages[0], message("vztraffic4-out-1", None, COUNTING[:10])]
+    with pytest.raises(Unknown, match="twice"):
+        dump(first.chunks, *twice)
+
+
 def test_hostile_messages_are_unknown_or_read_never_another_error() -> None:
     good = [message("vztraffic4-out-1", "hash:ip", COUNTING), message("vztraffic6-in-0", "hash:ip", SIX)]
     outcomes = hostile_outcomes(3000, 20261130, good, decode, Unknown)
@@ -113,10 +149,10 @@ def test_hostile_messages_are_unknown_or_read_never_another_error() -> None:
 def test_a_dump_it_cannot_read_falls_back_to_ipset_save_and_says_so_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def unknown(prefix: str) -> None:
+    def unknown(reader: nlipset.SetReader) -> None:
         raise Unknown("set vztraffic4-in-1: element attribute 40 of 4 bytes")
 
-    monkeypatch.setattr(nlipset, "dump", unknown)
+    monkeypatch.setattr(nlipset.SetReader, "__call__", unknown)
     save = fixture_text("cmd/ipset-save.txt")
     tables = {(tool, "-t", "filter"): "" for tool in ("iptables-save", "ip6tables-save")}
     runner = ReplayRunner({("ipset", "save"): save, **tables}, installed=("ipset", "iptables", "ip6tables"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Callable
+from typing import Callable, Optional
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -175,6 +175,7 @@ class Renderer:
     def __init__(self) -> None:
         self._keys: list[SeriesKey] = []  # the address series of the last scrape, in order
         self._labels: list[str] = []  # and their label text
+        self._ip_classes: set[int] = set()  # and their classes
         self._ip_text: tuple[Sequence[SeriesRow], list[bytes]] = ((), [])  # address rows, and their text
         self._kernel: tuple[list[str], bytes] = ([], b"")  # the kernel series' text, and its bytes
         self._texts: dict[str, tuple[tuple[object, ...], bytes]] = {}  # family -> (its inputs, its text)
@@ -195,15 +196,16 @@ class Renderer:
             parts.append(self._kernel[1])
             parts.append(self._container_info(snap.inventory.containers))
             parts.append(self._quotas(snap.inventory.containers, snap.quotas))
+            ip_classes = self._ip_classes
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(TrafficCollector(lambda: snap))
+        registry.register(TrafficCollector(lambda: snap, ip_classes))
         parts.append(generate_latest(registry))
         return parts
 
     def _ip_series(self, snap: Snapshot) -> list[bytes]:
         rows = snap.ip_series
         if not rows:
-            self._keys, self._labels = [], []
+            self._keys, self._labels, self._ip_classes = [], [], set()
             return []
         if rows != self._ip_text[0]:  # else the same rows (mostly the same objects): the same text
             self._ip_text = (rows, self._ip_text_of(rows))
@@ -216,6 +218,7 @@ class Renderer:
             known = dict(zip(self._keys, self._labels))
             self._labels = [known.get(key) or _ip_labels(key[1:]) for key in keys]
             self._keys = keys
+            self._ip_classes = _classes(rows)
         labels = self._labels
         # Totals are integers.
         nbytes = "".join([f"{IP_BYTES}{{{text}}} {row[2]}\n" for text, row in zip(labels, rows)])
@@ -257,11 +260,17 @@ def render(snap: Snapshot) -> bytes:
     return Renderer()(snap)
 
 
+def _classes(rows: Sequence[SeriesRow]) -> set[int]:
+    return set(map(int, {row[0][3] for row in rows}))
+
+
 class TrafficCollector(Collector):
     """The families not written as text (TEXT_FAMILIES), as prometheus-client families."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot], ip_classes: Optional[set[int]] = None) -> None:
+        """ip_classes: those of the snapshot's address series, when known."""
         self._snapshot = snapshot
+        self._ip_classes = ip_classes
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
@@ -270,7 +279,10 @@ class TrafficCollector(Collector):
             fam["vz_traffic_class_info"].add_metric([str(klass.id), klass.name], 1)
         # Unset quotas.classes: every class counts, so every class of this node is listed (the
         # configured ones, and any that a kernel source counts in).
-        present = {*snap.classes.ids(), *(int(key[3]) for key, _, _ in snap.ip_series)}
+        present = {
+            *snap.classes.ids(),
+            *(_classes(snap.ip_series) if self._ip_classes is None else self._ip_classes),
+        }
         present.update(c.klass for c in snap.container_series)
         for ident in snap.quotas.counted_classes(present):
             fam["vz_traffic_quota_class_info"].add_metric([str(ident)], 1)

@@ -166,12 +166,23 @@ def _each(data: bytes, at: int, end: int, set_type: str, elements: Elements, wha
     return count
 
 
-class SetDump:
-    """The sets whose names start with a prefix, as the kernel holds them: name -> (type, elements)."""
+# (set, its type, the elements' attributes as one message holds them) -> those elements
+Chunks = dict[tuple[str, str, bytes], Elements]
 
-    def __init__(self, prefix: str) -> None:
+
+class SetDump:
+    """The sets whose names start with a prefix, as the kernel holds them: name -> (type, elements).
+
+    known: the chunks of the dump before.  A message whose elements are byte for byte those of a message
+    then gives the same elements object, without being decoded again.
+    """
+
+    def __init__(self, prefix: str, known: Optional[Chunks] = None) -> None:
         self.prefix = prefix
         self.sets: dict[str, tuple[str, Elements]] = {}
+        self.parts: dict[str, list[Elements]] = {}  # set -> its elements message by message, in order
+        self.chunks: Chunks = {}
+        self._known = known or {}
         self._count = 0
 
     def message(self, data: bytes, at: int, end: int) -> None:
@@ -193,30 +204,57 @@ class SetDump:
             if name in self.sets:
                 raise Unknown(f"set {name}: listed twice")
             self.sets[name] = (set_type, {})
+            self.parts[name] = []
         elif name not in self.sets:
             raise Unknown(f"set {name}: elements before its header")
         if adt is None:
             return
         kind_of_set, elements = self.sets[name]
-        self._count += _elements(data, *adt, kind_of_set, elements, f"set {name}")
+        what = f"set {name}"
+        key = (name, kind_of_set, data[adt[0] : adt[1]])
+        part = self._known.get(key)
+        if part is None:
+            part = {}
+            _elements(data, *adt, kind_of_set, part, what)
+        if key in self.chunks:
+            raise Unknown(f"{what}: the same elements twice")
+        self.chunks[key] = part
+        self.parts[name].append(part)
+        before = len(elements)
+        elements.update(part)
+        if len(elements) != before + len(part):
+            raise Unknown(f"{what}: an element appears twice")
+        self._count += len(part)
         if self._count > MAX_ELEMENTS:
             raise Unknown(f"more than {MAX_ELEMENTS} elements")
 
 
-def dump(prefix: str) -> dict[str, tuple[str, Elements]]:
-    """Every set whose name starts with prefix: name -> (type, element -> (packets, bytes, comment)).
+class SetReader:
+    """Dumps of our sets one after another: a message that holds what it held in the dump before is not
+    decoded again (the element counters of idle containers do not move)."""
 
-    OSError when netlink answers with an error (no permission, no ip_set module), Unknown for what this
-    reader does not decode.
-    """
-    found = SetDump(prefix)
-    with Session() as session:
-        session.ask(
-            (NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_SAVE,
-            socket.AF_INET,
-            attr(ATTR_PROTOCOL, bytes([IPSET_PROTOCOL])),
-            True,
-            _ANSWERS.__contains__,
-            found.message,
-        )
-    return found.sets
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._known: Chunks = {}
+
+    def __call__(self) -> SetDump:
+        """OSError when netlink answers with an error (no permission, no ip_set module), Unknown for what
+        this reader does not decode."""
+        self._known, known = {}, self._known  # a read that fails forgets the dump before
+        found = SetDump(self.prefix, known)
+        with Session() as session:
+            session.ask(
+                (NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_SAVE,
+                socket.AF_INET,
+                attr(ATTR_PROTOCOL, bytes([IPSET_PROTOCOL])),
+                True,
+                _ANSWERS.__contains__,
+                found.message,
+            )
+        self._known = found.chunks
+        return found
+
+
+def dump(prefix: str) -> dict[str, tuple[str, Elements]]:
+    """Every set whose name starts with prefix: name -> (type, element -> (packets, bytes, comment))."""
+    return SetReader(prefix)().sets

@@ -238,6 +238,26 @@ def _set_kind(name: str) -> Optional[tuple[str, int, int]]:
     return parse_counting_set(name)
 
 
+def _part(
+    name: str, parsed: Optional[tuple[str, int, int]], part: nlipset.Elements
+) -> tuple[dict[str, Values], list[IpReading]]:
+    """The values (the comment read as a stamp) and, in a counting set, the readings of some elements."""
+    stamps: dict[Optional[str], Optional[int]] = {None: None}
+    values = {}
+    for ip, (packets, nbytes, comment) in part.items():
+        stamp = stamps.get(comment, 0)
+        if stamp == 0:
+            stamp = stamps[comment] = _stamp(comment or "")
+        values[ip] = (packets, nbytes, stamp)
+    if parsed is None:
+        return values, []
+    direction, _, klass = parsed
+    return values, [
+        IpReading(("ipset", direction, klass, ip), ip, klass, direction, *value, name)
+        for ip, value in values.items()
+    ]
+
+
 def _counting(name: str, ip: str) -> Optional[Counting]:
     parsed = _set_kind(name)
     if parsed is None:
@@ -315,7 +335,9 @@ class IpsetRules:
         self._reader = SaveReader()
         self._netlink = isinstance(runner, SystemRunner) if netlink is None else netlink
         self._over_netlink = Fallback("ipset", "ipset save")
-        self._made: dict[tuple[str, str], tuple[Values, IpReading]] = {}  # (set, element) -> its last reading
+        self._dump = nlipset.SetReader(SET_PREFIX)
+        # id(elements of one message) -> (them, their set, their values, their readings), of the last read
+        self._made: dict[int, tuple[nlipset.Elements, str, dict[str, Values], list[IpReading]]] = {}
         self._generation = Fallback("the nf_tables generation", "iptables-save at every read")
         # The filter tables as last read, and the ruleset generation they were read at (None: unknown).
         self._read_at: tuple[Optional[int], dict[str, SavedTable]] = (None, {})
@@ -334,38 +356,27 @@ class IpsetRules:
 
     def _sets(self) -> tuple[dict[str, IpsetState], list[IpReading]]:
         """Our sets and the counting sets' readings: over netlink where it works, else from ``ipset save``."""
-        dumped = self._over_netlink(functools.partial(nlipset.dump, SET_PREFIX)) if self._netlink else None
+        dumped = self._over_netlink(self._dump) if self._netlink else None
         if dumped is not None:
             return self._from_dump(dumped)
         return self._reader.read(self.runner.run(("ipset", "save")))
 
-    def _from_dump(
-        self, dumped: dict[str, tuple[str, nlipset.Elements]]
-    ) -> tuple[dict[str, IpsetState], list[IpReading]]:
-        """The sets and readings of a netlink dump; an element that shows what it showed last time gives
-        the same reading object (made once, not at every read)."""
-        made, kept, out = self._made, {}, []
-        stamps: dict[Optional[str], Optional[int]] = {None: None}
+    def _from_dump(self, dumped: nlipset.SetDump) -> tuple[dict[str, IpsetState], list[IpReading]]:
+        """The sets and readings of a netlink dump.  A message's elements that are the same object as in the
+        dump before (the same bytes) give the same elements and readings as then, made once."""
+        made, kept = self._made, {}
+        out: list[IpReading] = []
         sets = {}
-        for name, (kind, found) in dumped.items():
+        for name, (kind, _) in dumped.sets.items():
             parsed = _set_kind(name)
-            elements = {}
-            for ip, (packets, nbytes, comment) in found.items():
-                stamp = stamps.get(comment, 0)
-                if stamp == 0:
-                    stamp = stamps[comment] = _stamp(comment or "")
-                values = (packets, nbytes, stamp)
-                elements[ip] = values
-                if parsed is None:
-                    continue
-                key = (name, ip)
-                hit = made.get(key)
-                if hit is None or hit[0] != values:
-                    direction, _, klass = parsed
-                    reading = IpReading(("ipset", direction, klass, ip), ip, klass, direction, *values, name)
-                    hit = (values, reading)
-                kept[key] = hit
-                out.append(hit[1])
+            elements: dict[str, tuple[int, int, Optional[int]]] = {}
+            for part in dumped.parts[name]:
+                hit = made.get(id(part))
+                if hit is None or hit[0] is not part or hit[1] != name:
+                    hit = (part, name, *_part(name, parsed, part))
+                kept[id(part)] = hit
+                elements.update(hit[2])
+                out += hit[3]
             sets[name] = IpsetState(kind, elements)
         self._made = kept
         return sets, out
