@@ -24,6 +24,7 @@ table was zeroed (``iptables -Z``), and the marker is then set again.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Optional
@@ -58,7 +59,16 @@ def parse_counting_chain(name: str) -> Optional[tuple[str, int]]:
 
 
 def host_prefix(ip: str) -> str:
-    return f"{ip}/{ipaddress.ip_address(ip).max_prefixlen}"
+    """An address as a host network; ip is written as an address (only IPv6 addresses hold a colon)."""
+    return f"{ip}/{128 if ':' in ip else 32}"
+
+
+@functools.lru_cache(maxsize=1 << 18)  # one entry an address: the four rules of one address share it
+def _address(text: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def counting_spec(direction: str, ip: str) -> str:
@@ -72,9 +82,8 @@ def parse_counting_spec(direction: str, spec: str) -> Optional[str]:
     m = _COUNTING_SPEC.match(spec)
     if not m or m.group(1) != ("s" if direction == "out" else "d"):
         return None
-    try:
-        addr = ipaddress.ip_address(m.group(2))
-    except ValueError:
+    addr = _address(m.group(2))
+    if addr is None:
         return None
     if m.group(3) is not None and int(m.group(3)) != addr.max_prefixlen:
         return None

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import ipaddress
 import json
 import logging
 import os
+import socket
+import socket
 import threading
 import time
 from collections import Counter
@@ -62,12 +63,14 @@ class Ruleset:
 
 
 def _family_of(ip: str) -> str:
-    return "ipv4" if ipaddress.ip_address(ip).version == 4 else "ipv6"
+    """The family of an address as the inventory writes it (only IPv6 addresses hold a colon)."""
+    return "ipv6" if ":" in ip else "ipv4"
 
 
 def desired(family: str, ips: Iterable[str], classes: ClassTable, host_traffic: bool) -> Ruleset:
     version = 4 if family == "ipv4" else 6
-    mine = sorted((ip for ip in ips if _family_of(ip) == family), key=ipaddress.ip_address)
+    packed = functools.partial(socket.inet_pton, socket.AF_INET if version == 4 else socket.AF_INET6)
+    mine = sorted((ip for ip in ips if _family_of(ip) == family), key=packed)  # in address order
     chains: list[tuple[str, tuple[str, ...]]] = []
     for direction in layout.DIRECTIONS:
         peer = "-d" if direction == "out" else "-s"

@@ -14,10 +14,11 @@ optionally ``-i``/``-o``, and no target; they count in class 0.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from ..netfilter import layout
 from ..netfilter.iptables_save import SavedRule, SavedTable, SaveParser
@@ -61,26 +62,27 @@ def _managed(table: SavedTable, stamps: dict[str, int], family: str) -> tuple[li
     return readings, at
 
 
-class ManagedReadings:
-    """The readings of our counting rules, read after read, for one family.
+class Follow:
+    """Readings of rules, read after read, for one family.
 
-    A table of the last one's shape (see :class:`SaveParser`) with the same
-    epochs gives the last readings, with new counters where its rules are new
-    objects: one comparison per rule, and no parse of a rule that did not
-    change.
+    A table of the last one's shape (see :class:`SaveParser`) read with the
+    same key (the epochs) gives the last readings, with new counters where
+    its rules are new objects: one comparison per rule, and no parse of a
+    rule that did not change.  Any other table is read by make().
     """
 
-    def __init__(self, family: str) -> None:
-        self.family = family
-        self._last: Optional[tuple[SavedTable, dict[str, int], list[IpReading], list[int]]] = None
+    def __init__(self) -> None:
+        self._last: Optional[tuple[SavedTable, object, list[IpReading], list[int]]] = None
 
-    def __call__(self, table: SavedTable, markers: bool) -> list[IpReading]:
-        stamps = epochs(table, markers)
+    def __call__(
+        self, table: SavedTable, key: object, make: Callable[[], tuple[list[IpReading], list[int]]]
+    ) -> list[IpReading]:
+        """make: the readings of the table, and the index of each one's rule."""
         last = self._last
-        if last is not None and last[0] is table and last[1] == stamps:
+        if last is not None and last[0] is table and last[1] == key:
             return last[2]
-        if last is None or last[0].shape is not table.shape or last[1] != stamps:
-            readings, at = _managed(table, stamps, self.family)
+        if last is None or last[0].shape is not table.shape or last[1] != key:
+            readings, at = make()
         else:
             readings, at = list(last[2]), last[3]
             rules, was = table.rules, last[0].rules
@@ -89,8 +91,20 @@ class ManagedReadings:
                 if rule is not was[i]:  # its counters only: a new tuple made as a tuple, without _replace
                     r = readings[k]
                     readings[k] = _tuple(IpReading, (r[0], r[1], r[2], r[3], rule[2], rule[3], r[6], r[7]))
-        self._last = (table, stamps, readings, at)
+        self._last = (table, key, readings, at)
         return readings
+
+
+class ManagedReadings:
+    """The readings of our counting rules, read after read, for one family (see :class:`Follow`)."""
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+        self._follow = Follow()
+
+    def __call__(self, table: SavedTable, markers: bool) -> list[IpReading]:
+        stamps = epochs(table, markers)
+        return self._follow(table, stamps, lambda: _managed(table, stamps, self.family))
 
 
 def _managed_reading(rule: SavedRule, epoch: Optional[int], family: str) -> Optional[IpReading]:
@@ -136,10 +150,19 @@ def adopted_readings(
     (chain, direction, address) counts, the first; the others would count the
     same packets again.  epoch: the marker's (see :func:`adopted_mark`).
     """
-    readings = []
+    readings, _, duplicates = _adopted(family, table, epoch)
+    return readings, duplicates
+
+
+def _adopted(
+    family: str, table: SavedTable, epoch: Optional[int]
+) -> tuple[list[IpReading], list[int], list[SavedRule]]:
+    """adopted_readings, with the index of each reading's rule."""
+    readings: list[IpReading] = []
+    at: list[int] = []
     duplicates = []
     seen: set[tuple[str, str, str]] = set()
-    for rule in table.rules:
+    for i, rule in enumerate(table.rules):
         if rule.chain not in ADOPTED_CHAINS:
             continue
         parsed = parse_adopted_spec(rule.spec)
@@ -152,7 +175,8 @@ def adopted_readings(
         seen.add((rule.chain, direction, ip))
         counter = ("adopted", family, rule.chain, rule.spec, 0)  # as state files since version 2 have it
         readings.append(IpReading(counter, ip, 0, direction, rule.packets, rule.bytes, epoch))
-    return readings, duplicates
+        at.append(i)
+    return readings, at, duplicates
 
 
 def adopted_mark(table: SavedTable) -> Optional[tuple[int, bool]]:
@@ -181,6 +205,7 @@ class IptablesSource:
         # Per family, what the last read parsed: unchanged rules are not parsed again.
         self._parsers = {family: SaveParser() for family in FAMILIES}
         self._managed = {family: ManagedReadings(family) for family in FAMILIES}
+        self._adopted = {family: Follow() for family in FAMILIES}
         self._duplicates: dict[str, set[tuple[str, str]]] = {family: set() for family in FAMILIES}
 
     def _report(self, family: str, duplicates: list[SavedRule]) -> None:
@@ -196,6 +221,13 @@ class IptablesSource:
                 chain,
                 spec,
             )
+
+    def _adopted_readings(
+        self, family: str, table: SavedTable, epoch: Optional[int]
+    ) -> tuple[list[IpReading], list[int]]:
+        found, at, duplicates = _adopted(family, table, epoch)
+        self._report(family, duplicates)  # the rules changed: duplicates are said again if new
+        return found, at
 
     def read_table(self, family: str) -> SavedTable:
         argv = [Xtables.program(family, "save"), "-c", "-t", "filter"]
@@ -215,9 +247,9 @@ class IptablesSource:
         readings: list[IpReading] = []
         for family, table in tables.items():
             if self.adopted:
-                found, duplicates = adopted_readings(family, table, (epochs or {}).get(family))
-                readings += found
-                self._report(family, duplicates)
+                epoch = (epochs or {}).get(family)
+                make = functools.partial(self._adopted_readings, family, table, epoch)
+                readings += self._adopted[family](table, epoch, make)
             else:
                 markers = self.xtables.sets_counters(family) if self.xtables else False
                 readings += self._managed[family](table, markers)
