@@ -141,3 +141,75 @@ def test_a_containers_quota_is_its_own_entry_key_by_key_over_the_default() -> No
     assert quotas.counted_classes() == (1,)
     assert QuotaConfig().counted_classes({0, 1, 2}) == (0, 1, 2)  # unset: every class of the node counts
     assert QuotaConfig().of("101") == {}
+
+
+def _nodes(text: str) -> object:
+    loader = config._LOADER(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, of the same types all the way down (an integer written 0101 stays a WrittenInt)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(k, k2) and _same(a[k], b[k2]) for k, k2 in zip(a, b))  # type: ignore[attr-defined,index]
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_same, a, b))  # type: ignore[arg-type]
+    if isinstance(a, config.WrittenInt):
+        return a == b and a.text == b.text  # type: ignore[attr-defined]
+    return bool(a == b) or (a != a and b != b)  # NaN
+
+
+def test_the_event_reader_reads_what_the_node_reader_reads() -> None:
+    import random
+
+    import yaml
+
+    documents = [
+        (ROOT / "config.example.yaml").read_text(),
+        "",
+        "---\n",
+        "a: 0101\nb: 0x1f\nc: 1_000\nd: +5\ne: 2026-11-30\nf: yes\ng: ~\nh: .nan\n"
+        "i: !!str 12\nj: [1, [2, {k: v}]]\n",
+        "- 1\n- {a: {b: [c, d]}}\n- !!binary aGk=\n- 1.5e3\n- '0101'\n",
+        "? complex\n: value\n'quoted key': \"x\\ty\"\nempty:\nlist: []\nmap: {}\n",
+    ]
+    rng = random.Random(20261130)
+    example = documents[0]
+    alphabet = ":-[]{}#&*!|>'\"%@`,? \n\t0123456789abcxyz"
+    for _ in range(400):
+        chars = list(example)
+        for _ in range(rng.randint(1, 6)):
+            at = rng.randrange(len(chars))
+            chars[at : at + rng.randint(0, 3)] = rng.choice(alphabet) * rng.randint(1, 2)
+        documents.append("".join(chars))
+    read = fell_back = failed = 0
+    for text in documents:
+        try:
+            mine: object = config._from_events(text)
+        except config._Fallback:
+            fell_back += 1
+            continue
+        except yaml.YAMLError:
+            with pytest.raises(yaml.YAMLError):
+                _nodes(text)
+            failed += 1
+            continue
+        assert _same(mine, _nodes(text)), text
+        read += 1
+    assert read > 50 and failed > 50, (read, fell_back, failed)
+    for text in ("a: &x 1\nb: *x\n", "<<: {a: 1}\n", "--- 1\n--- 2\n", "!!set {a, b}\n", "{[1]: 2}\n"):
+        with pytest.raises(config._Fallback):
+            config._from_events(text)
+
+
+def test_a_config_with_anchors_still_loads_through_the_node_reader(tmp_path: Path) -> None:
+    path = tmp_path / "anchors.yaml"
+    path.write_text(
+        "state:\n  file: &f /tmp/x.json\ncontainers:\n  static:\n    - {veid: '101', ips: [192.0.2.11]}\n"
+    )
+    assert load(str(path)).state.file == "/tmp/x.json"

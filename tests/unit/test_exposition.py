@@ -359,3 +359,14 @@ def test_gzip_members_of_unchanged_series_are_not_compressed_again(monkeypatch: 
     status, body = call(app, "/metrics", HTTP_ACCEPT_ENCODING="gzip")
     # The address series' two parts (bytes and packets), and the library's.
     assert len(compressed) == 3 and b'veid="101"} 1408\n' in gzip.decompress(body)
+
+
+def test_series_lines_written_piece_by_piece_are_the_lines_written_at_once() -> None:
+    count = 2 * collector._LINES_AT_ONCE + 17  # pieces, and a last one not full
+    rows = [(("ip", str(i), f"192.0.2.{i % 250}", "1", "in"), i, 10 * i + (1 << 70)) for i in range(count)]
+    labels = [f'veid="{i}"' for i in range(count)]
+    text = collector._lines(collector.IP_BYTES, labels, rows, 2).decode()
+    head = f"# HELP {collector.IP_BYTES} "
+    assert text.startswith(head) and text.count("\n") == count + 2
+    lines = text.splitlines()[2:]
+    assert lines == [f'{collector.IP_BYTES}{{veid="{i}"}} {10 * i + (1 << 70)}' for i in range(count)]

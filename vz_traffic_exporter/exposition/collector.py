@@ -220,10 +220,7 @@ class Renderer:
             self._keys = keys
             self._ip_classes = _classes(rows)
         labels = self._labels
-        # Totals are integers.
-        nbytes = "".join([f"{IP_BYTES}{{{text}}} {row[2]}\n" for text, row in zip(labels, rows)])
-        packets = "".join([f"{IP_PACKETS}{{{text}}} {row[1]}\n" for text, row in zip(labels, rows)])
-        return [(_head(IP_BYTES) + nbytes).encode(), (_head(IP_PACKETS) + packets).encode()]
+        return [_lines(IP_BYTES, labels, rows, 2), _lines(IP_PACKETS, labels, rows, 1)]
 
     def _text(
         self, family: str, inputs: tuple[object, ...], rows: Callable[[], list[tuple[str, float]]]
@@ -258,6 +255,18 @@ class Renderer:
 def render(snap: Snapshot) -> bytes:
     """The text exposition of one snapshot, for a one-off (a long-running server keeps a Renderer)."""
     return Renderer()(snap)
+
+
+_LINES_AT_ONCE = 8192  # lines made into one piece of text at a time: the text is held once, as bytes
+
+
+def _lines(name: str, labels: list[str], rows: Sequence[SeriesRow], column: int) -> bytes:
+    """A family's lines, one per row, in bytes (its totals are integers)."""
+    pieces = [_head(name).encode()]
+    for at in range(0, len(rows), _LINES_AT_ONCE):
+        some = zip(labels[at : at + _LINES_AT_ONCE], rows[at : at + _LINES_AT_ONCE])
+        pieces.append("".join([f"{name}{{{text}}} {row[column]}\n" for text, row in some]).encode())
+    return b"".join(pieces)
 
 
 def _classes(rows: Sequence[SeriesRow]) -> set[int]:

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import socket
-import socket
 import threading
 import time
 from collections import Counter
