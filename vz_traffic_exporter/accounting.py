@@ -119,7 +119,7 @@ class Accumulator:
         self.changes = 0
         self.series_made = 0  # bumped when a series is made or dropped
         # kind -> (series_made, sorted rows, series slot -> its row), and the slots that grew since
-        self._rows: dict[str, tuple[int, list[SeriesRow], dict[int, int]]] = {}
+        self._rows: dict[str, tuple[int, list[SeriesRow], array[int]]] = {}
         self._dirty: dict[str, set[int]] = {}
 
     # -- reads -----------------------------------------------------------------
@@ -432,7 +432,10 @@ class Accumulator:
                 (slot for slot, key in enumerate(self._keys) if key[0] == kind), key=self._keys.__getitem__
             )
             rows = [(self._keys[slot], packets[slot], nbytes[slot]) for slot in slots]
-            self._rows[kind] = (self.series_made, rows, {slot: i for i, slot in enumerate(slots)})
+            index = array("q", bytes(8 * len(self._keys)))  # series slot -> its row (an array: no dict)
+            for i, slot in enumerate(slots):
+                index[slot] = i
+            self._rows[kind] = (self.series_made, rows, index)
             return rows
         _, rows, index = cached
         for slot in dirty:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Callable, Optional
 
 from . import discovery, privileges
@@ -43,6 +43,7 @@ from .state import StateFile, read_boot_id
 
 log = logging.getLogger(__name__)
 _UNSEEN: Any = object()  # a counter whose series is not known yet
+_class_text = lru_cache(maxsize=256)(str)  # a class id as a label: one string per class, shared by its series
 
 BACKENDS = ("nftables", "ipset", "iptables")  # every netfilter backend, for removal
 AUTO_ORDER = BACKENDS  # backend: auto takes the first that works
@@ -645,7 +646,7 @@ class Exporter:
                 # An address nobody owns now is still tracked, so that a later owner
                 # gets only what it counts from then on.
                 key = made[r.counter] = (
-                    None if veid is None else (IP_SERIES, veid, r.ip, str(r.klass), r.direction)
+                    None if veid is None else (IP_SERIES, veid, r.ip, _class_text(r.klass), r.direction)
                 )
             series.append(key)
         if len(made) > 2 * len(readings) + 1024:  # counters gone for good: forget their keys

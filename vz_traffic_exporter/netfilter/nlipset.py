@@ -13,6 +13,7 @@ The attribute numbers are those of the kernel's ``uapi/linux/netfilter/ipset/ip_
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import socket
 from typing import Optional
@@ -166,8 +167,8 @@ def _each(data: bytes, at: int, end: int, set_type: str, elements: Elements, wha
     return count
 
 
-# (set, its type, the elements' attributes as one message holds them) -> those elements
-Chunks = dict[tuple[str, str, bytes], Elements]
+# (set, its type, digest and length of the elements' attributes as one message holds them) -> the elements
+Chunks = dict[tuple[str, str, bytes, int], Elements]
 
 
 class SetDump:
@@ -211,7 +212,9 @@ class SetDump:
             return
         kind_of_set, elements = self.sets[name]
         what = f"set {name}"
-        key = (name, kind_of_set, data[adt[0] : adt[1]])
+        # A 128-bit BLAKE2b digest stands for the bytes, which would take as much memory as the elements.
+        view = memoryview(data)[adt[0] : adt[1]]
+        key = (name, kind_of_set, hashlib.blake2b(view, digest_size=16).digest(), len(view))
         part = self._known.get(key)
         if part is None:
             part = {}
