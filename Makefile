@@ -46,6 +46,7 @@ fuzz: venv
 
 bench: deps venv
 	$(BIN)/python bench/state_bench.py
+	$(BIN)/python bench/store_bench.py
 	$(BIN)/python bench/netfilter_bench.py
 
 package: venv
