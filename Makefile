@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all demo demo-stop test lint typecheck unit integration bench deps demo-deps venv clean package sdist fuzz
+.PHONY: all demo demo-stop demo-fleet demo-fleet-stop demo-fleet-deps test lint typecheck unit integration bench deps demo-deps venv clean package sdist fuzz
 
 all: test
 
@@ -65,5 +65,14 @@ demo: demo-deps venv
 demo-stop: venv
 	$(BIN)/python -m netlab.demo --stop
 
+demo-fleet-deps:
+	@./scripts/install-deps demo-fleet
+
+demo-fleet: demo-fleet-deps venv
+	$(BIN)/python -m netlab.demo_fleet
+
+demo-fleet-stop: venv
+	$(BIN)/python -m netlab.demo_fleet --stop
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis .demo
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis .demo .demo-fleet

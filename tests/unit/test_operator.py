@@ -215,6 +215,8 @@ def test_the_demo_installs_a_subset_of_what_the_tests_install() -> None:
     demo, tests = install_deps("list-demo"), install_deps("list-test")
     assert set(demo) < set(tests)
     assert not {"prometheus", "prometheus-alertmanager", "rpm"} & set(demo)
+    fleet = install_deps("list-demo-fleet")
+    assert set(demo) < set(fleet) < set(tests) and set(fleet) - set(demo) == {"prometheus"}
 
 
 def test_a_service_the_tests_install_is_left_disabled(tmp_path: Path) -> None:
