@@ -48,6 +48,7 @@ bench: deps venv
 	$(BIN)/python bench/state_bench.py
 	$(BIN)/python bench/store_bench.py
 	$(BIN)/python bench/netfilter_bench.py
+	$(BIN)/python bench/fleet_bench.py
 
 package: venv
 	./scripts/build-packages

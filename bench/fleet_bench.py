@@ -75,6 +75,10 @@ def metrics(ns: str, url: str) -> dict[str, float]:
     return out
 
 
+def size_of(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def bump(ns: str) -> None:
     """Every counter of ours one packet of 64 bytes higher."""
     lines = []
@@ -138,12 +142,14 @@ def main() -> int:
             assert node.agent is not None and fleet.centrals.get(False) is not None
             agent_pid, central_pid = node.agent.pid, fleet.centrals[False].pid
             time.sleep(2 * args.interval)  # past the first, larger writes (the series' first samples)
+            wal = node.workdir / "agent"
             before = (
                 metrics(node.lab.node, agent_url),
                 metrics(fleet.hub, central_url),
                 cpu_seconds(agent_pid),
                 cpu_seconds(central_pid),
                 time.monotonic(),
+                size_of(wal),
             )
             deadline = time.monotonic() + args.seconds
             while time.monotonic() < deadline:
@@ -155,6 +161,7 @@ def main() -> int:
                 cpu_seconds(agent_pid),
                 cpu_seconds(central_pid),
                 time.monotonic(),
+                size_of(wal),
             )
             agent_rss, central_rss = peak_rss_mib(agent_pid), peak_rss_mib(central_pid)
         finally:
@@ -169,23 +176,38 @@ def main() -> int:
     appended = grew(1, "prometheus_tsdb_head_samples_appended_total")
     central_cpu = (after[3] - before[3]) / elapsed
     agent_cpu = (after[2] - before[2]) / elapsed
-    rate = appended / elapsed
+    rate = sent / elapsed  # samples/s that the node wrote to the store
     per_container = series / args.containers
     print(f"simulated node: {args.containers} containers, {series} series ({per_container:.1f} a container)")
     print(f"agent scrape every {args.interval:g} s, measured over {elapsed:.0f} s")
-    print(f"samples sent {sent:.0f}, appended centrally {appended:.0f} ({rate:.0f}/s)")
+    print(
+        f"samples sent {sent:.0f} ({rate:.0f}/s); appended centrally {appended:.0f} "
+        "(with the shipped rules' own results, evaluated every 30 s)"
+    )
     print(f"bytes on the wire per sample: {wire / sent:.2f} (snappy-compressed remote write)")
-    print(f"central CPU: {central_cpu:.3f} s/s = {1000 * central_cpu / rate:.4f} cores per 1,000 samples/s")
+    print(
+        f"central CPU (ingest and the rules): {central_cpu:.3f} s/s = "
+        f"{1000 * central_cpu / rate:.4f} cores per 1,000 samples/s"
+    )
     print(f"agent CPU:   {agent_cpu:.3f} s/s = {1000 * agent_cpu / rate:.4f} cores per 1,000 samples/s")
     print(f"peak RSS: central {central_rss:.0f} MiB, agent {agent_rss:.0f} MiB")
+    wal_per_sample = (after[5] - before[5]) / sent
+    print(f"agent WAL: {wal_per_sample:.2f} bytes a sample written (uncompressed WAL, the default)")
     nodes, containers, scrape = 1000, 100, 30.0
     fleet_series = nodes * containers * per_container
     fleet_rate = fleet_series / scrape
     cores = fleet_rate / rate * central_cpu
+    per_series_kib = central_rss * 1024 / series
     print(
         f"\n{nodes} nodes x {containers} containers at a {scrape:g} s scrape: {fleet_series:,.0f} series, "
         f"{fleet_rate:,.0f} samples/s; central CPU {cores:.2f} cores; "
-        f"{fleet_rate * wire / sent / 1e6:.2f} MB/s on the wire"
+        f"{fleet_rate * wire / sent / 1e6:.2f} MB/s on the wire; central memory at this run's "
+        f"{per_series_kib:.1f} KiB a series: {per_series_kib * fleet_series / 2**20:.1f} GiB"
+    )
+    node_rate = containers * per_container / scrape
+    print(
+        f"one node of {containers} containers: {node_rate:.1f} samples/s; its agent's WAL grows "
+        f"{node_rate * wal_per_sample * 3600 / 2**20:.1f} MiB an hour while the store is away"
     )
     return 0
 
