@@ -11,22 +11,18 @@ left running elsewhere.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from types import FrameType
 from typing import Optional
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from .demos import Demo, stop_running
 from .lab import (
     CLASS_NETWORKS,
     HERE,
@@ -44,18 +40,6 @@ ROOT = HERE.parent
 STATE = ROOT / ".demo"
 PREFIX = "vzdemo-"
 EXPORTER_PORT = 10057
-
-
-def _free_port(start: int) -> int:
-    for port in range(start, start + 100):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise SystemExit("no free port for the demo")
 
 
 def _config(lab: Lab) -> Path:
@@ -127,17 +111,7 @@ def _print_summary(totals: dict[tuple[str, str, str, str], float], veids: list[s
 
 def stop() -> None:
     leftovers = leftover_namespaces(PREFIX)  # counted before a running demo removes its own
-    pidfile = STATE / "demo.pid"
-    if pidfile.exists():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
-            time.sleep(2)
-    Lab(PREFIX, default_containers(PREFIX)).destroy()
-    socat_pid = STATE / "socat.pid"
-    if socat_pid.exists():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(socat_pid.read_text()), signal.SIGTERM)
-        socat_pid.unlink()
+    stop_running(STATE, Lab(PREFIX, default_containers(PREFIX)).destroy)
     print(f"demo stopped ({len(leftovers)} namespaces removed)")
 
 
@@ -160,18 +134,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
 
     lab = Lab(PREFIX)
-    socat: Optional[subprocess.Popen[bytes]] = None
-    stopping = False
-
-    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    STATE.mkdir(exist_ok=True)
+    demo = Demo(STATE)
+    demo.start()
     (STATE / "state.json").unlink(missing_ok=True)  # each demo starts from zero
-    (STATE / "demo.pid").write_text(str(os.getpid()))
     try:
         print("building the lab: node, containers 101-103, peers ...")
         lab.build(default_containers(PREFIX))
@@ -191,15 +156,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             stderr=subprocess.STDOUT,
             cwd=str(ROOT),
         )
-        port = _free_port(EXPORTER_PORT)
-        if shutil.which("socat"):
-            inner = f"ip netns exec {lab.node} socat STDIO TCP\\:127.0.0.1\\:{EXPORTER_PORT}"
-            socat = subprocess.Popen(
-                ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"EXEC:{inner}"],
-                start_new_session=True,
-            )
-            (STATE / "socat.pid").write_text(str(socat.pid))
-            print(f"\nmetrics:   curl -s http://127.0.0.1:{port}/metrics")
+        url = demo.forward(lab.node, f"TCP\\:127.0.0.1\\:{EXPORTER_PORT}", EXPORTER_PORT)
+        if url:
+            print(f"\nmetrics:   curl -s {url}/metrics")
         print(f"or:        ip netns exec {lab.node} curl -s http://127.0.0.1:{EXPORTER_PORT}/metrics")
         print(f"rules:     ip netns exec {lab.node} iptables-save -c | grep VZTRAFFIC")
         print(f"config:    {config}   log: {STATE / 'exporter.log'}")
@@ -209,7 +168,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         veids = [ct.veid for ct in lab.containers]
         reported = False
         next_summary = started + 2
-        while not stopping:
+        while not demo.stopping:
             if args.duration and time.monotonic() - started > args.duration:
                 break
             if time.monotonic() < next_summary:
@@ -248,12 +207,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0 if reported else 1
     finally:
         print("\nremoving the lab ...")
-        if socat is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(socat.pid, signal.SIGTERM)
-            (STATE / "socat.pid").unlink(missing_ok=True)
-        lab.destroy()
-        (STATE / "demo.pid").unlink(missing_ok=True)
+        demo.end(lab.destroy)
         print("done")
 
 

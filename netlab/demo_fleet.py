@@ -17,14 +17,13 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.parse
-from types import FrameType
 from typing import Optional
 
+from .demos import Demo, stop_running
 from .fleet import CENTRAL_PORT, Fleet, FleetNode
 from .lab import HERE, PEERS, SINK_PORT, leftover_namespaces
 
@@ -39,18 +38,6 @@ QUERIES = [
 ]
 
 
-def _free_port(start: int) -> int:
-    for port in range(start, start + 100):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise SystemExit("no free port for the demo")
-
-
 def _start_traffic(node: FleetNode) -> None:
     traffic = str(HERE / "traffic.py")
     lab = node.lab
@@ -62,23 +49,18 @@ def _start_traffic(node: FleetNode) -> None:
     lab.spawn(lab.peer, sys.executable, traffic, "loop", str(SINK_PORT), "0.5", "800", *pairs)
 
 
-def stop() -> None:
-    leftovers = leftover_namespaces(PREFIX)  # counted before a running demo removes its own
-    pidfile = STATE / "demo.pid"
-    if pidfile.exists():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
-            time.sleep(3)
-    for ns in leftover_namespaces(PREFIX):  # whatever a killed demo left
+def _remove_leftovers() -> None:
+    """Whatever a demo killed before its cleanup left: the namespaces and their processes."""
+    for ns in leftover_namespaces(PREFIX):
         for pid in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-    socat_pid = STATE / "socat.pid"
-    if socat_pid.exists():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(socat_pid.read_text()), signal.SIGTERM)
-        socat_pid.unlink()
+
+
+def stop() -> None:
+    leftovers = leftover_namespaces(PREFIX)  # counted before a running demo removes its own
+    stop_running(STATE, _remove_leftovers)
     print(f"fleet demo stopped ({len(leftovers)} namespaces removed)")
 
 
@@ -106,19 +88,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{tool} is not installed (make demo-fleet installs it)", file=sys.stderr)
             return 1
 
-    stopping = False
-
-    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     shutil.rmtree(STATE, ignore_errors=True)  # each demo starts from zero
-    STATE.mkdir()
-    (STATE / "demo.pid").write_text(str(os.getpid()))
+    demo = Demo(STATE)
+    demo.start()
     fleet = Fleet(PREFIX, STATE)
-    socat: Optional[subprocess.Popen[bytes]] = None
     try:
         print("building the fleet: nodes a, b and c with two containers each, and the central store ...")
         fleet.build()
@@ -128,18 +101,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             fleet.start_exporter(node, fleet.write_config(node, quotas))
             fleet.start_agent(node, interval="5s")
             _start_traffic(node)
-        port = _free_port(CENTRAL_PORT)
-        url = f"http://[::1]:{CENTRAL_PORT}"
-        if shutil.which("socat"):
-            inner = f"ip netns exec {fleet.hub} socat STDIO TCP6\\:[\\:\\:1]\\:{CENTRAL_PORT}"
-            socat = subprocess.Popen(
-                ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"EXEC:{inner}"],
-                start_new_session=True,
-            )
-            (STATE / "socat.pid").write_text(str(socat.pid))
-            url = f"http://127.0.0.1:{port}"
+        url = demo.forward(fleet.hub, f"TCP6\\:[\\:\\:1]\\:{CENTRAL_PORT}", CENTRAL_PORT)
+        if url:
             print(f"\ncentral Prometheus: {url}  (its web UI too)")
         else:
+            url = f"http://[::1]:{CENTRAL_PORT}"
             print(f"\ncentral Prometheus: ip netns exec {fleet.hub} curl -s {url}/api/v1/query?query=up")
         print("queries to try:")
         for expr in QUERIES:
@@ -149,7 +115,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         started = time.monotonic()
         reported = False
-        while not stopping:
+        while not demo.stopping:
             if args.duration and time.monotonic() - started > args.duration:
                 break
             time.sleep(1)
@@ -171,12 +137,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0 if reported else 1
     finally:
         print("\nremoving the fleet ...")
-        if socat is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(socat.pid, signal.SIGTERM)
-            (STATE / "socat.pid").unlink(missing_ok=True)
-        fleet.destroy()
-        (STATE / "demo.pid").unlink(missing_ok=True)
+        demo.end(fleet.destroy)
         print("done")
 
 

@@ -167,6 +167,7 @@ def test_a_fleet_is_exact_pushed_and_pulled_through_a_migration_an_outage_and_a_
     # The central store is away for 60 s while traffic goes on; the agents keep it, and deliver it later.
     fleet.stop_central()
     away = time.monotonic()
+    before = sum(ledger.sent.values())
     for node in fleet.nodes:
         ledger.traffic(node, 1)
     sent = ledger.send(b, moved, "out", 30, 1000)
@@ -176,7 +177,12 @@ def test_a_fleet_is_exact_pushed_and_pulled_through_a_migration_an_outage_and_a_
         ledger.traffic(node, 1)
     time.sleep(max(0.0, 60 - (time.monotonic() - away)))
     fleet.start_central()
+    back = time.monotonic()
     wait_arrived(fleet, ledger, "the outage's traffic, delivered by the agents", timeout=120)
+    print(
+        f"outage: {back - away:.0f} s, {sum(ledger.sent.values()) - before} bytes of traffic meanwhile, "
+        f"all in the store {time.monotonic() - back:.1f} s after it came back"
+    )
     wait_arrived(fleet, ledger, "the same traffic, pulled", pull=True)
     both = fleet.query(f'vz_traffic_ip_bytes_total{{veid="{mover.veid}",direction="out",class="1"}}')
     assert {r["metric"]["instance"] for r in both} == {"node-a", "node-b"}  # A keeps its final series
@@ -201,12 +207,14 @@ def test_a_fleet_is_exact_pushed_and_pulled_through_a_migration_an_outage_and_a_
     out = ledger.sent[(mover.veid, "out")]
     if int(start // 3600) == int((last + 70) // 3600):  # within one hour: exact
         wait_for("the month to date, whole", lambda: month_to_date() == out, 130, every=1)
+        print(f"month to date of {mover.veid}, out: {month_to_date():.0f} bytes, sent {out} on A and B")
     else:  # across an hour mark the hours before are Prometheus' increase(), extrapolated
         assert QUOTA < month_to_date() <= out * 1.05
     time.sleep(2)
     rows = report(fleet, start, time.time() - 1)
     for key, value in ledger.sent.items():
         assert rows.get(key) == value, (key, rows.get(key), value)
+    print(f"report: {len(ledger.sent)} (container, direction) rows equal to the bytes sent")
 
 
 def test_demo_fleet_shows_every_node_in_the_central_store_and_leaves_nothing() -> None:
