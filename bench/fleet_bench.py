@@ -40,15 +40,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from netfilter_bench import bump, cpu_seconds  # noqa: E402  (bench/, on the path as this script's folder)
+
 from netlab.fleet import AGENT_PORT, CENTRAL_PORT, Fleet, wait_for  # noqa: E402
 from netlab.lab import CLASS_NETWORKS, run  # noqa: E402
 
 FAKE = ipaddress.IPv4Address("198.18.0.1")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -77,19 +74,6 @@ def metrics(ns: str, url: str) -> dict[str, float]:
 
 def size_of(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def bump(ns: str) -> None:
-    """Every counter of ours one packet of 64 bytes higher."""
-    lines = []
-    for line in run(["ip", "netns", "exec", ns, "ipset", "save"]).splitlines():
-        words = line.split()
-        if words[:1] == ["add"] and "packets" in words:
-            at = words.index("packets")
-            words[at + 1] = str(int(words[at + 1]) + 1)
-            words[at + 3] = str(int(words[at + 3]) + 64)
-            lines.append(" ".join(words))
-    run(["ip", "netns", "exec", ns, "ipset", "restore", "-exist"], stdin="\n".join(lines) + "\n")
 
 
 def main() -> int:
@@ -143,26 +127,23 @@ def main() -> int:
             agent_pid, central_pid = node.agent.pid, fleet.centrals[False].pid
             time.sleep(2 * args.interval)  # past the first, larger writes (the series' first samples)
             wal = node.workdir / "agent"
-            before = (
-                metrics(node.lab.node, agent_url),
-                metrics(fleet.hub, central_url),
-                cpu_seconds(agent_pid),
-                cpu_seconds(central_pid),
-                time.monotonic(),
-                size_of(wal),
-            )
+
+            def reading() -> tuple[dict[str, float], dict[str, float], float, float, float, int]:
+                return (
+                    metrics(node.lab.node, agent_url),
+                    metrics(fleet.hub, central_url),
+                    cpu_seconds(agent_pid),
+                    cpu_seconds(central_pid),
+                    time.monotonic(),
+                    size_of(wal),
+                )
+
+            before = reading()
             deadline = time.monotonic() + args.seconds
             while time.monotonic() < deadline:
-                bump(node.lab.node)
+                bump(node.lab, "ipset")
                 time.sleep(args.interval)
-            after = (
-                metrics(node.lab.node, agent_url),
-                metrics(fleet.hub, central_url),
-                cpu_seconds(agent_pid),
-                cpu_seconds(central_pid),
-                time.monotonic(),
-                size_of(wal),
-            )
+            after = reading()
             agent_rss, central_rss = peak_rss_mib(agent_pid), peak_rss_mib(central_pid)
         finally:
             fleet.destroy()
