@@ -16,8 +16,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -25,7 +23,7 @@ from typing import Optional
 
 from .demos import Demo, stop_running
 from .fleet import CENTRAL_PORT, Fleet, FleetNode
-from .lab import HERE, PEERS, SINK_PORT, leftover_namespaces
+from .lab import HERE, PEERS, SINK_PORT, delete_namespace, leftover_namespaces
 
 ROOT = HERE.parent
 STATE = ROOT / ".demo-fleet"
@@ -52,10 +50,7 @@ def _start_traffic(node: FleetNode) -> None:
 def _remove_leftovers() -> None:
     """Whatever a demo killed before its cleanup left: the namespaces and their processes."""
     for ns in leftover_namespaces(PREFIX):
-        for pid in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        delete_namespace(ns)
 
 
 def stop() -> None:

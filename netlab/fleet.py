@@ -16,7 +16,6 @@ here; :meth:`Fleet.destroy` removes them all, processes included.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -30,7 +29,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .lab import CLASS_NETWORKS, HERE, Lab, LabContainer, run
+from .lab import CLASS_NETWORKS, HERE, Lab, LabContainer, delete_namespace, end_processes, run
 
 ROOT = HERE.parent
 RULES = ROOT / "prometheus" / "vz_traffic.rules.yml"
@@ -140,10 +139,7 @@ class Fleet:
 
     def remove_container(self, node: FleetNode, ct: LabContainer) -> None:
         """ct gone from node (its namespace and link deleted, the node's routes to it with them)."""
-        for pid in run(["ip", "netns", "pids", ct.ns], check=False).split():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
-        run(["ip", "netns", "del", ct.ns])
+        delete_namespace(ct.ns)
         node.lab.containers = [c for c in node.lab.containers if c.ns != ct.ns]
 
     # -- what runs on it -----------------------------------------------------
@@ -299,23 +295,10 @@ class Fleet:
     # -- teardown ------------------------------------------------------------
 
     def destroy(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self.processes.clear()
+        end_processes(self.processes, grace=10)
         for node in self.nodes:
             node.lab.destroy()
-        for pid in run(["ip", "netns", "pids", self.hub], check=False).split():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
-        run(["ip", "netns", "del", self.hub], check=False)
+        delete_namespace(self.hub)
 
 
 def wait_for(what: str, check: Any, timeout: float, every: float = 0.2) -> None:

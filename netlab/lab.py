@@ -259,27 +259,36 @@ class Lab:
 
     def stop_processes(self) -> None:
         """End every process the lab started (exporters included), leaving the namespaces."""
-        for proc in self.processes:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for proc in self.processes:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self.processes.clear()
+        end_processes(self.processes)
 
     def destroy(self) -> None:
         self.stop_processes()
         for ns in self.namespaces():
-            pids = run(["ip", "netns", "pids", ns], check=False).split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            run(["ip", "netns", "del", ns], check=False)
+            delete_namespace(ns)
+
+
+def end_processes(processes: list[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
+    """End processes started in sessions of their own (SIGTERM to each group, SIGKILL after grace)."""
+    for proc in processes:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in processes:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    processes.clear()
+
+
+def delete_namespace(ns: str) -> None:
+    """A namespace and whatever still runs in it, gone (nothing if it does not exist)."""
+    for pid in run(["ip", "netns", "pids", ns], check=False).split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    run(["ip", "netns", "del", ns], check=False)
 
 
 def leftover_namespaces(prefix: str) -> list[str]:

@@ -170,7 +170,6 @@ class Exporter:
         self._discovered: Optional[tuple[dict[str, Sequence[Container]], dict[str, SourceStatus]]] = None
         self._inventory: Optional[Inventory] = None
         self._expired_at = -float("inf")
-        self._nf_readings: list[IpReading] = []  # the last netfilter read accounted
         # counter -> its series (None: nobody owns its address), for the owners they were made with
         self._nf_series: dict[CounterKey, Optional[SeriesKey]] = {}
         self._nf_owners: Mapping[str, str] = {}
@@ -632,7 +631,11 @@ class Exporter:
         if last is None or last[0] != readings:  # equal readings (mostly the same objects): the same columns
             last = self._nf_columns = (readings, *self._columns(readings, owners))
         self.accumulator.update_columns(name, *last[1:])
-        self._nf_readings = readings
+
+    @property
+    def _nf_readings(self) -> list[IpReading]:
+        """The last netfilter read accounted."""
+        return self._nf_columns[0] if self._nf_columns is not None else []
 
     def _columns(self, readings: list[IpReading], owners: Mapping[str, str]) -> tuple[list[Any], ...]:
         """The columns of a read for the accounting: counters, their series, packets, bytes, epochs."""
