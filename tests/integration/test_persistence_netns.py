@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from netlab.lab import PEERS, LabContainer, default_containers, host_ifname
+from netlab.lab import PEERS, SINK_PORT, LabContainer, default_containers, host_ifname
 
 from .conftest import NodeLab, parse_ip_series
 
@@ -304,3 +306,58 @@ def test_switching_backends_removes_the_old_objects_and_keeps_the_totals(iptable
         assert ("vztraffic4-out-0" in firewall) == (backend == "ipset")
         assert ("table inet vz_traffic" in firewall) == (backend == "nftables")
         assert stop(server) == 0
+
+
+PAPER_NET = "2001:db8:1::/64"  # addresses of containers that exist only in the config, routed to a lab one
+PAPER_DATAGRAM = 100  # payload bytes of each datagram sent to a paper address
+
+
+def paper_config(lab: NodeLab, numbers: range) -> str:
+    """The lab's containers plus one container per number (from 1) with the address 2001:db8:1::<number>."""
+    config = Path(lab.write_config(lab.containers, state={**RARE, "file": str(lab.state_file)}))
+    data = yaml.safe_load(config.read_text())
+    data["containers"]["static"] += [{"veid": f"9{n:04d}", "ips": [f"2001:db8:1::{n:x}"]} for n in numbers]
+    config.write_text(yaml.safe_dump(data))
+    return str(config)
+
+
+def send_to_paper(lab: NodeLab, numbers: range) -> int:
+    """One datagram from the class-1 peer to each paper address; returns the IP-level bytes of one."""
+    code = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+        "s.bind((sys.argv[1], 0))\n"
+        "for a in sys.argv[2:]:\n"
+        f"    s.sendto(bytes({PAPER_DATAGRAM}), (a, {SINK_PORT}))\n"
+    )
+    peer = PEERS["peering"][1]
+    lab.ns(lab.peer, sys.executable, "-c", code, peer, *(f"2001:db8:1::{n:x}" for n in numbers))
+    return 40 + 8 + PAPER_DATAGRAM
+
+
+def paper_bytes(got: dict[tuple[str, ...], float], n: int) -> float:
+    return got.get((BYTES, f"9{n:04d}", f"2001:db8:1::{n:x}", "1", "in"), 0)
+
+
+def test_addresses_added_where_others_were_deleted_start_at_zero(lab: NodeLab) -> None:
+    """The kernel keeps a deleted set element's counters in its slot and may give the slot to the next
+    address added: 800 addresses with counts, 200 deleted and 200 others added, in one restart."""
+    lab.ns(lab.node, "ip", "-6", "route", "add", PAPER_NET, "dev", host_ifname(lab.containers[0]))
+    kept, gone, new = range(201, 801), range(1, 201), range(801, 1001)
+    server = lab.start_serve(paper_config(lab, range(1, 801)))
+    size = send_to_paper(lab, range(1, 801))
+    status, body = lab.scrape()
+    got = parse_ip_series(body)
+    assert [n for n in range(1, 801) if paper_bytes(got, n) != size] == []
+    assert stop(server) == 0
+
+    server = lab.start_serve(paper_config(lab, range(201, 1001)))
+    status, body = lab.scrape()
+    got = parse_ip_series(body)
+    assert [n for n in new if paper_bytes(got, n) != 0] == []  # nothing inherited
+    assert [n for n in [*kept, *gone] if paper_bytes(got, n) != size] == []  # nothing lost
+    send_to_paper(lab, new)
+    status, body = lab.scrape()
+    got = parse_ip_series(body)
+    assert [n for n in [*kept, *new] if paper_bytes(got, n) != size] == []
+    assert stop(server) == 0

@@ -60,7 +60,7 @@ def test_addresses_change_in_place_and_counting_sets_are_never_re_created() -> N
     assert destroy == []
     assert not any(line.startswith(("create", "swap", "flush")) for line in lines)
     assert "del vztraffic4-out-1 192.0.2.11" in lines
-    assert 'add vztraffic4-in-0 192.0.2.13 comment "7"' in lines
+    assert 'add vztraffic4-in-0 192.0.2.13 packets 0 bytes 0 comment "7"' in lines
     assert len(lines) == 8
 
 

@@ -14,7 +14,9 @@ Per family, a constant number of rules, whatever the number of containers::
 
 INPUT and OUTPUT hook in with ``host_traffic``.  Elements are added and
 deleted in place (one ``ipset restore``), so every other element keeps its
-counter, and a set holding counters is never re-created; the network sets,
+counter, and a set holding counters is never re-created; an element is added
+with ``packets 0 bytes 0``, as the kernel would otherwise give it whatever a
+deleted element left in the slot it reuses; the network sets,
 which count nothing, are refilled by ``swap``, atomically.  Each element
 carries its creation time as its comment: its epoch.  Chains are named
 ``VZTSET-*`` and sets ``vztraffic*``; nothing else is ours.
@@ -295,7 +297,12 @@ def plan_sets(current: dict[str, IpsetState], want: Wanted, stamp: int) -> tuple
             lines.append(f"create {name} hash:ip family {family} counters comment maxelem {MAXELEM}")
             have = IpsetState("hash:ip", {})
         lines += [f"del {name} {ip}" for ip in sorted(set(have.elements) - elements)]
-        lines += [f'add {name} {ip} comment "{stamp}"' for ip in sorted(elements - set(have.elements))]
+        # Explicit zeros: the kernel reuses a deleted element's slot, counters and all, for an add that
+        # gives none (ip_set_hash_gen.h: mtype_del clears only the used bit; ip_set_init_counter writes
+        # only the values an add gives), so an address added without them can start with another's counts.
+        lines += [
+            f'add {name} {ip} packets 0 bytes 0 comment "{stamp}"' for ip in sorted(elements - set(have.elements))
+        ]
     for name, cidrs in want.nets.items():
         family = "inet" if name[len(SET_PREFIX)] == "4" else "inet6"
         have = current.get(name)
