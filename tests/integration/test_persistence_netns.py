@@ -346,18 +346,15 @@ def test_addresses_added_where_others_were_deleted_start_at_zero(lab: NodeLab) -
     kept, gone, new = range(201, 801), range(1, 201), range(801, 1001)
     server = lab.start_serve(paper_config(lab, range(1, 801)))
     size = send_to_paper(lab, range(1, 801))
-    status, body = lab.scrape()
-    got = parse_ip_series(body)
+    got = Ledger(lab).scrape()
     assert [n for n in range(1, 801) if paper_bytes(got, n) != size] == []
     assert stop(server) == 0
 
     server = lab.start_serve(paper_config(lab, range(201, 1001)))
-    status, body = lab.scrape()
-    got = parse_ip_series(body)
+    got = Ledger(lab).scrape()
     assert [n for n in new if paper_bytes(got, n) != 0] == []  # nothing inherited
     assert [n for n in [*kept, *gone] if paper_bytes(got, n) != size] == []  # nothing lost
     send_to_paper(lab, new)
-    status, body = lab.scrape()
-    got = parse_ip_series(body)
+    got = Ledger(lab).scrape()
     assert [n for n in [*kept, *new] if paper_bytes(got, n) != size] == []
     assert stop(server) == 0

@@ -300,9 +300,8 @@ def plan_sets(current: dict[str, IpsetState], want: Wanted, stamp: int) -> tuple
         # Explicit zeros: the kernel reuses a deleted element's slot, counters and all, for an add that
         # gives none (ip_set_hash_gen.h: mtype_del clears only the used bit; ip_set_init_counter writes
         # only the values an add gives), so an address added without them can start with another's counts.
-        lines += [
-            f'add {name} {ip} packets 0 bytes 0 comment "{stamp}"' for ip in sorted(elements - set(have.elements))
-        ]
+        added = sorted(elements - set(have.elements))
+        lines += [f'add {name} {ip} packets 0 bytes 0 comment "{stamp}"' for ip in added]
     for name, cidrs in want.nets.items():
         family = "inet" if name[len(SET_PREFIX)] == "4" else "inet6"
         have = current.get(name)
