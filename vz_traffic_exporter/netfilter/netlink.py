@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, TypeVar
 log = logging.getLogger(__name__)
 
 NETLINK_NETFILTER = 12
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x4, 0x10, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
@@ -36,6 +36,14 @@ T = TypeVar("T")
 
 class Unknown(ValueError):
     """The answer holds something the reader does not decode: read the tool's text instead."""
+
+
+class Changed(Unknown):
+    """The objects changed while they were dumped (NLM_F_DUMP_INTR): the answers may miss some."""
+
+
+class Incomplete(OSError):
+    """The kernel ended a dump with an error (in NLMSG_DONE): the answers may miss some."""
 
 
 def attrs(data: bytes, at: int, end: int, what: str) -> Iterator[tuple[int, int, int]]:
@@ -103,10 +111,13 @@ def records(
 class Session:
     """One NETLINK_NETFILTER socket, request after request (a context manager)."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        self.sock.settimeout(TIMEOUT)
-        self.sock.bind((0, 0))
+    def __init__(self, sock: Optional[Any] = None) -> None:
+        """sock: the socket to speak over (by default a new NETLINK_NETFILTER one)."""
+        if sock is None:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+            sock.settimeout(TIMEOUT)
+            sock.bind((0, 0))
+        self.sock = sock
         self.sequence = int.from_bytes(os.urandom(4), "little") or 1
         self.buffer = bytearray(1 << 20)
         self.total = 0
@@ -127,7 +138,10 @@ class Session:
         each: Callable[[bytes, int, int], None],
     ) -> None:
         """Send one request; each(data, start, end) gets the attributes of every answer whose type answers()
-        accepts (after its nfgenmsg header).  OSError for an error the kernel answers."""
+        accepts (after its nfgenmsg header).  OSError for an error the kernel answers, :class:`Incomplete`
+        for a dump it ended with an error, :class:`Changed` for one it marked as interrupted by a change:
+        a dump is complete or not taken.
+        """
         self.sequence = (self.sequence + 1) & 0xFFFFFFFF or 1
         body = struct.pack("=BBH", family, 0, 0) + payload
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
@@ -142,12 +156,18 @@ class Session:
             data = bytes(self.buffer[:size])
             at = 0
             while at + HEADER.size <= size:
-                length, answer, _, sequence, _ = HEADER.unpack_from(data, at)
+                length, answer, flags, sequence, _ = HEADER.unpack_from(data, at)
                 if length < HEADER.size or at + length > size:
                     raise Unknown(f"a netlink message of {length} bytes at {at} of {size}")
                 if sequence != self.sequence:
                     raise Unknown(f"a netlink message of sequence {sequence}, not {self.sequence}")
+                if flags & NLM_F_DUMP_INTR:
+                    raise Changed("the objects changed during the dump")
                 if answer == NLMSG_DONE:
+                    # netlink_dump_done: the dump's own error, 0 when it went through to the end
+                    code = -struct.unpack_from("=i", data, at + HEADER.size)[0] if length >= 20 else 0
+                    if code:
+                        raise Incomplete(code, f"the dump ended with: {os.strerror(code)}")
                     return
                 if answer == NLMSG_ERROR:
                     code = -struct.unpack_from("=i", data, at + HEADER.size)[0] if length >= 20 else 0
@@ -177,7 +197,7 @@ class Fallback:
             if str(err) != self.failed:
                 # What the reader does not know is worth a warning; a refusal (no permission, no module) is
                 # the tool's to report, if it meets it too.
-                level = logging.WARNING if isinstance(err, Unknown) else logging.DEBUG
+                level = logging.WARNING if isinstance(err, (Unknown, Incomplete)) else logging.DEBUG
                 log.log(level, "%s over netlink: %s; reading %s instead", self.what, err, self.instead)
                 self.failed = str(err)
             return None

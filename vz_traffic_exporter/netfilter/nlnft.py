@@ -17,7 +17,20 @@ import socket
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .netlink import MAX_ELEMENTS, NLA, U32, U64, Session, Unknown, address, attr, attrs, records, string
+from .netlink import (
+    MAX_ELEMENTS,
+    NLA,
+    U32,
+    U64,
+    Changed,
+    Session,
+    Unknown,
+    address,
+    attr,
+    attrs,
+    records,
+    string,
+)
 
 NFNL_SUBSYS_NFTABLES = 10
 MSG_GETTABLE, MSG_GETCHAIN, MSG_GETSET, MSG_GETSETELEM, MSG_GETGEN = 1, 4, 10, 13, 16
@@ -58,8 +71,11 @@ def _ours(kind: int) -> bool:
     return kind >> 8 == NFNL_SUBSYS_NFTABLES
 
 
-def generation() -> int:
+def generation(session: Optional[Session] = None) -> int:
     """The nf_tables ruleset's generation: it changes with every change of any table (iptables-nft's too)."""
+    if session is None:
+        with Session() as own:
+            return generation(own)
     found: list[int] = []
 
     def gen(data: bytes, at: int, end: int) -> None:
@@ -69,45 +85,59 @@ def generation() -> int:
             if kind == GEN_ID and b - a == 4
         )
 
-    with Session() as session:
-        session.ask((NFNL_SUBSYS_NFTABLES << 8) | MSG_GETGEN, socket.AF_UNSPEC, b"", False, _ours, gen)
+    session.ask((NFNL_SUBSYS_NFTABLES << 8) | MSG_GETGEN, socket.AF_UNSPEC, b"", False, _ours, gen)
     if len(found) != 1:
         raise Unknown(f"{len(found)} ruleset generations in the answer")
     return found[0]
 
 
-def read_table(family: str, name: str) -> Table:
+def read_table(family: str, name: str, session: Callable[[], Session] = Session) -> Table:
     """The table ``family name``: its handle, chains, maps, and sets with their elements' counters.
 
-    OSError when netlink answers with another error than "no such table", Unknown for what this reader
-    does not decode.
+    One consistent read: its requests are bracketed by the ruleset's generation, and made again once when
+    it moved (or a dump says it was interrupted by a change), since an element deleted between two requests
+    would be missing from the read.  OSError when netlink answers with another error than "no such table",
+    Unknown for what this reader does not decode, :class:`~.netlink.Changed` when the ruleset changed
+    during both reads.
     """
+    for _ in range(2):
+        with session() as one:
+            before = generation(one)
+            try:
+                table = _read_table(one, family, name)
+            except Changed:
+                continue
+            if generation(one) == before:
+                return table
+    raise Changed(f"the ruleset changed during both reads of table {family} {name}")
+
+
+def _read_table(session: Session, family: str, name: str) -> Table:
     table = Table()
     proto = NFPROTO[family]
-    with Session() as session:
 
-        def ask(message: int, payload: bytes, dump: bool, each: Callable[[bytes, int, int], None]) -> None:
-            session.ask((NFNL_SUBSYS_NFTABLES << 8) | message, proto, payload, dump, _ours, each)
+    def ask(message: int, payload: bytes, dump: bool, each: Callable[[bytes, int, int], None]) -> None:
+        session.ask((NFNL_SUBSYS_NFTABLES << 8) | message, proto, payload, dump, _ours, each)
 
-        try:
-            ask(MSG_GETTABLE, attr(TABLE_NAME, _name(name)), False, functools.partial(_table, table))
-        except OSError as err:
-            if err.errno == errnos.ENOENT:
-                return Table()
-            raise
-        if not table.exists:
-            raise Unknown(f"no answer for table {family} {name}")
-        ask(MSG_GETCHAIN, attr(CHAIN_TABLE, _name(name)), True, functools.partial(_chain, table, name))
-        kinds: dict[str, int] = {}
-        ask(MSG_GETSET, attr(SET_TABLE, _name(name)), True, functools.partial(_set, kinds, name))
-        count = [0]
-        for set_name, key_len in kinds.items():  # in the kernel's order, as nft lists them
-            if key_len < 0:
-                table.maps.append(set_name)
-                continue
-            elements = table.sets[set_name] = {}
-            query = attr(LIST_TABLE, _name(name)) + attr(LIST_SET, _name(set_name))
-            ask(MSG_GETSETELEM, query, True, functools.partial(_elements, elements, set_name, key_len, count))
+    try:
+        ask(MSG_GETTABLE, attr(TABLE_NAME, _name(name)), False, functools.partial(_table, table))
+    except OSError as err:
+        if err.errno == errnos.ENOENT:
+            return Table()
+        raise
+    if not table.exists:
+        raise Unknown(f"no answer for table {family} {name}")
+    ask(MSG_GETCHAIN, attr(CHAIN_TABLE, _name(name)), True, functools.partial(_chain, table, name))
+    kinds: dict[str, int] = {}
+    ask(MSG_GETSET, attr(SET_TABLE, _name(name)), True, functools.partial(_set, kinds, name))
+    count = [0]
+    for set_name, key_len in kinds.items():  # in the kernel's order, as nft lists them
+        if key_len < 0:
+            table.maps.append(set_name)
+            continue
+        elements = table.sets[set_name] = {}
+        query = attr(LIST_TABLE, _name(name)) + attr(LIST_SET, _name(set_name))
+        ask(MSG_GETSETELEM, query, True, functools.partial(_elements, elements, set_name, key_len, count))
     return table
 
 
