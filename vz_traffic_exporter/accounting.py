@@ -17,8 +17,10 @@ the growth of every raw counter to the series that owns it now:
   saturated count stops at (2**31 - 1, Virtuozzo 9's vznetstat);
 - a counter we created ourselves starts at zero (:meth:`started`), so all of
   it is added even if it has already passed the old value;
-- a counter missing from a complete read is forgotten, so if it comes back it
-  is new.
+- a counter missing from a read is kept, with its last value and epoch, for
+  ``retention`` seconds: a dump that missed it, or a rule deleted and put
+  back as it was, continues where it was when it comes back with the same
+  epoch (or none); with another epoch it is a new incarnation, counted whole.
 
 Totals never decrease.  An address that moves to another container keeps its
 kernel counter; its growth from then on goes to the new owner's series, and
@@ -105,6 +107,8 @@ class Accumulator:
     def __init__(self, boot_id: Optional[str] = None) -> None:
         self._counters: dict[str, _Counters] = {}  # per source, its counters as of its last read
         self._read_at: dict[str, int] = {}  # per source, the time of its last read
+        # Per source, its counters missing from its last read: counter -> (packets, bytes, epoch, missing since)
+        self._missing: dict[str, dict[CounterKey, tuple[int, int, int, int]]] = {}
         # The series: a slot each, its key, and its totals and last-seen time in integer arrays.
         self._slot: dict[SeriesKey, int] = {}
         self._keys: list[SeriesKey] = []
@@ -256,6 +260,7 @@ class Accumulator:
         stamp = int(time.time() if now is None else now)
         old = self._counters.get(source) or _Counters()
         index = old.index()
+        missing = self._missing.get(source, {})
         new = _Counters()
         place = new.index()
         resets = 0
@@ -267,7 +272,14 @@ class Accumulator:
             slot = NO_SERIES if key is None else self._series(key, stamp)
             e = NO_EPOCH if epoch is None else _epoch(epoch)
             if was is None:
-                grew = (packets, nbytes)
+                kept = missing.pop(counter, None) if missing else None
+                if kept is None:
+                    grew = (packets, nbytes)
+                else:  # back after a read that missed it
+                    if e == NO_EPOCH:
+                        e = kept[2]
+                    grew, reset = _growth(kept[0], kept[1], kept[2], packets, nbytes, e, bits)
+                    resets += reset
                 self.changes += 1
             else:
                 if last.slots[was] != NO_SERIES and last.series[was] != key:
@@ -286,6 +298,10 @@ class Accumulator:
             self._add(slot, grew, stamp)
         before = self._read_at.get(source)
         gone = [i for i, counter in enumerate(old.keys) if counter not in place]
+        if gone:
+            missing = self._missing.setdefault(source, missing)
+            for i in gone:
+                missing[old.keys[i]] = (old.packets[i], old.bytes[i], old.epochs[i], stamp)
         if before is not None:  # counters gone or moved to another series: theirs was last seen then
             for slot in [*(old.slots[i] for i in gone), *moved]:
                 if slot != NO_SERIES:
@@ -352,7 +368,8 @@ class Accumulator:
     def started(self, source: str, counter: CounterKey, epoch: Epoch = None) -> None:
         """A counter we have just created: it starts from zero."""
         counters = self._counters.get(source)
-        if counters is not None and counter in counters.index():
+        replaced = self._missing.get(source, {}).pop(counter, None) is not None
+        if replaced or (counters is not None and counter in counters.index()):
             self.resets[source] += 1  # it replaces one we were reading
         self._set(source, counter, 0, 0, epoch)
         self.changes += 1
@@ -376,6 +393,7 @@ class Accumulator:
                 self.resets[source] += len(counters)
                 absorbed += len(counters)
             self._counters.clear()
+        self._missing.clear()
         self.boot_id = boot_id
         self.changes += 1
         return absorbed
@@ -392,6 +410,11 @@ class Accumulator:
             self._drop(set(gone))
         self.changes += len(gone)
         self.series_made += len(gone)
+        for missing in self._missing.values():
+            old = [counter for counter, kept in missing.items() if now - kept[3] > retention]
+            for counter in old:
+                del missing[counter]
+            self.changes += len(old)
         return len(gone)
 
     def _drop(self, gone: set[int]) -> None:
@@ -446,6 +469,7 @@ class Accumulator:
     #
     # Flat rows keep the file small and quick to write at 10,000 containers:
     #   counters: [source, packets, bytes, epoch, *counter key]
+    #   missing:  [source, packets, bytes, epoch, missing since (s), *counter key]
     #   series:   [packets, bytes, last seen (s), *series key]
 
     def to_state(self) -> dict[str, Any]:
@@ -458,6 +482,11 @@ class Accumulator:
                 [source, c.packets[i], c.bytes[i], None if c.epochs[i] == NO_EPOCH else c.epochs[i], *counter]
                 for source, c in self._counters.items()
                 for i, counter in enumerate(c.keys)
+            ],
+            "missing": [
+                [source, p, b, None if e == NO_EPOCH else e, since, *counter]
+                for source, missing in self._missing.items()
+                for counter, (p, b, e, since) in missing.items()
             ],
             "series": [
                 [self._packets[slot], self._bytes[slot], self._seen[slot], *series]
@@ -508,6 +537,23 @@ class Accumulator:
                 bad(f"counter row {_shown(row)}: {err}")
                 continue
             acc._set(source, counter, *values, stamp)
+        missing = state.get("missing", [])
+        for row in missing if isinstance(missing, list) else [missing]:
+            try:
+                source, packets, nbytes, epoch, since = row[:5]
+                counter = tuple(row[5:])
+                if not isinstance(source, str) or not counter or not all(map(_is_part, counter)):
+                    raise ValueError("not a counter")
+                kept = (
+                    _count(packets, RAW_LIMIT),
+                    _count(nbytes, RAW_LIMIT),
+                    NO_EPOCH if epoch is None else _count(epoch, NO_EPOCH),
+                    _count(since, 1 << 63),
+                )
+            except (TypeError, ValueError) as err:
+                bad(f"missing counter row {_shown(row)}: {err}")
+                continue
+            acc._missing.setdefault(source, {})[counter] = kept
         for row in series_rows:
             try:
                 series = tuple(row[3:])

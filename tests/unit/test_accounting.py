@@ -25,7 +25,8 @@ def feed(acc: Accumulator, reads: list[list[tuple[str, tuple[str, ...], int]]]) 
         ([[("r", A, 5)], [("r", A, 2)]], 7, 0, 1),  # zeroed, then 2 more
         ([[("r", A, 5)], [("r", A, 5)], [("r", A, 0)]], 5, 0, 1),  # zeroed, nothing since
         ([[("r", A, 5)], [("r", B, 9)]], 5, 4, 0),  # address moved to 102
-        ([[("r", A, 5)], [], [("r", A, 3)]], 8, 0, 0),  # rule gone, re-created
+        ([[("r", A, 5)], [], [("r", A, 3)]], 8, 0, 1),  # rule gone, back below its last value: a reset
+        ([[("r", A, 5)], [], [("r", A, 7)]], 7, 0, 0),  # missing from one read, back: it continues
         ([[("r", A, 5), ("t", A, 2)], [("r", A, 6), ("t", A, 4)]], 10, 0, 0),  # twin rules
         ([[("r", None, 5)], [("r", A, 7)]], 2, 0, 0),  # owned only from read 2
     ],
@@ -346,3 +347,33 @@ def test_totals_never_decrease_and_never_invent_bytes(script: list) -> None:  # 
         history.play(*step)  # every read asserts that no series went down
     for key in (A, B):
         assert history.acc.total(key)[1] <= history.true[key][1], key
+
+
+def test_a_counter_missing_from_reads_keeps_its_value_and_epoch_for_the_retention_time() -> None:
+    acc = Accumulator()
+    acc.update("nftables", [Observation(R, A, 5, 500, epoch=7)], now=1000)
+    acc.update("nftables", [], now=1010)  # a dump that missed it
+    # Through a restart from the state file, it continues where it was, with the epoch it had.
+    acc = Accumulator.from_state(json.loads(json.dumps(acc.to_state())))
+    acc.update("nftables", [Observation(R, A, 9, 900, epoch=7)], now=1020)
+    assert acc.total(A) == (9, 900) and acc.resets["nftables"] == 0
+    acc.update("nftables", [], now=1030)
+    acc.update("nftables", [Observation(R, A, 12, 1200, epoch=8)], now=1040)  # a new incarnation: all of it
+    assert acc.total(A) == (21, 2100) and acc.resets["nftables"] == 1
+
+    acc.update("nftables", [], now=1050)
+    assert acc.expire(100, now=1139) == 0
+    acc.update("nftables", [Observation(R, A, 15, 1500, epoch=8)], now=1139)  # within the retention
+    assert acc.total(A) == (24, 2400)
+    acc.update("nftables", [], now=1140)
+    assert acc.expire(100, now=1241) == 1  # the series, not fed for longer than that
+    acc.update("nftables", [Observation(R, A, 16, 1600, epoch=8)], now=1242)  # forgotten: all of it is new
+    assert acc.total(A) == (16, 1600)
+
+
+def test_a_counter_we_created_where_a_missing_one_was_counts_from_zero() -> None:
+    acc = Accumulator()
+    feed(acc, [[("r", A, 5)], []])
+    acc.started("iptables", R)
+    feed(acc, [[("r", A, 9)]])
+    assert acc.total(A) == (14, 1400) and acc.resets["iptables"] == 1

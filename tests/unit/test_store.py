@@ -28,14 +28,16 @@ SERIES.append(None)  # an address nobody owns
 class Reference:
     def __init__(self) -> None:
         self.last: dict[str, dict[tuple[str, int], tuple[int, int, Optional[int]]]] = {}
+        self.missing: dict[str, dict[tuple[str, int], tuple[int, int, Optional[int]]]] = {}  # kept as they were
         self.totals: dict[SeriesKey, list[int]] = {}
         self.resets: Counter[str] = Counter()
 
     def read(self, source: str, rows: list[Row], bits: Optional[int]) -> None:
         old = self.last.get(source, {})
+        missing = self.missing.setdefault(source, {})
         new: dict[tuple[str, int], tuple[int, int, Optional[int]]] = {}
         for counter, series, p, b, e in rows:
-            prev = new.get(counter, old.get(counter))
+            prev = new.get(counter, old.get(counter, missing.pop(counter, None)))
             if prev is None:
                 add = (p, b)
             else:
@@ -54,6 +56,7 @@ class Reference:
                 total = self.totals.setdefault(series, [0, 0])
                 total[0] += add[0]
                 total[1] += add[1]
+        missing.update((counter, values) for counter, values in old.items() if counter not in new)
         self.last[source] = new
 
 
@@ -69,11 +72,12 @@ class Node:
         self.owner = {key: rng.choice(SERIES) for key in self.values}
         self.order = list(self.values)
         self.next = count
+        self.hidden: set[tuple[str, int]] = set()  # missing from the next read only
 
     def change(self) -> str:
         rng, keys = self.rng, list(self.values)
         kind = rng.choice(["idle", "idle", "busy", "partial", "reset", "epoch", "move", "wrap", "saturate",
-                           "come", "go", "shuffle"])  # fmt: skip
+                           "come", "go", "shuffle", "miss"])  # fmt: skip
         if kind == "busy":
             chosen = keys
         elif kind in ("partial", "reset", "epoch", "move", "wrap", "saturate"):
@@ -107,10 +111,13 @@ class Node:
             del self.values[key]
         elif kind == "shuffle":
             rng.shuffle(self.order)
+        elif kind == "miss" and self.order:  # a dump that misses some, then shows them again
+            self.hidden = set(rng.sample(self.order, max(1, len(self.order) // 5)))
         return kind
 
     def rows(self) -> list[Row]:
-        rows = [(k, self.owner[k], *self.values[k]) for k in self.order]
+        rows = [(k, self.owner[k], *self.values[k]) for k in self.order if k not in self.hidden]
+        self.hidden = set()
         if self.rng.random() < 0.05 and rows:  # a counter twice in one read
             rows.append(rows[self.rng.randrange(len(rows))])
         return rows  # type: ignore[return-value]
