@@ -107,7 +107,7 @@ class Accumulator:
     def __init__(self, boot_id: Optional[str] = None) -> None:
         self._counters: dict[str, _Counters] = {}  # per source, its counters as of its last read
         self._read_at: dict[str, int] = {}  # per source, the time of its last read
-        # Per source, its counters missing from its last read: counter -> (packets, bytes, epoch, missing since)
+        # Per source, its counters missing from reads: counter -> (packets, bytes, epoch, missing since)
         self._missing: dict[str, dict[CounterKey, tuple[int, int, int, int]]] = {}
         # The series: a slot each, its key, and its totals and last-seen time in integer arrays.
         self._slot: dict[SeriesKey, int] = {}

@@ -28,7 +28,7 @@ SERIES.append(None)  # an address nobody owns
 class Reference:
     def __init__(self) -> None:
         self.last: dict[str, dict[tuple[str, int], tuple[int, int, Optional[int]]]] = {}
-        self.missing: dict[str, dict[tuple[str, int], tuple[int, int, Optional[int]]]] = {}  # kept as they were
+        self.missing: dict[str, dict[tuple[str, int], tuple[int, int, Optional[int]]]] = {}  # as last read
         self.totals: dict[SeriesKey, list[int]] = {}
         self.resets: Counter[str] = Counter()
 
