@@ -406,7 +406,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, list[str]]] = {
     ("prlctl", "list", "-a", "-j", "-o", "uuid,envid,name,type,ip"): ("cmd/prlctl-list-a-j.json", []),
     ("vznetstat", "-4", "-a"): ("cmd/vznetstat-4-a.txt", ["vznetstat"]),
     ("vznetstat", "-6", "-a"): ("cmd/vznetstat-6-a.txt", []),
-    ("nft", "-j", "list", "counters"): ("cmd/nft-j-list-counters.json", ["nft-counters-json"]),
+    ("nft", "-j", "list", "ruleset", "netdev"): ("cmd/nft-j-list-ruleset-netdev.json", ["nft-counters-json"]),
     ("iptables-save", "-c", "-t", "filter"): ("cmd/iptables-save-c-adopted.txt", ["iptables-save"]),
     ("ip6tables-save", "-c", "-t", "filter"): ("cmd/ip6tables-save-c-adopted.txt", []),
 }

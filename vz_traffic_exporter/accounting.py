@@ -13,8 +13,11 @@ the growth of every raw counter to the series that owns it now:
   already above the old one;
 - a new boot (:meth:`boot`): every kernel counter started again from zero;
 - a narrow packet counter (32 bits in vznetstat) below its last value while
-  the bytes grew has wrapped, not reset, unless the last value was the one a
-  saturated count stops at (2**31 - 1, Virtuozzo 9's vznetstat);
+  the bytes grew has wrapped, not reset, if the bytes grew by at least
+  MIN_PACKET a wrapped packet (no IP packet is shorter) and the last value was
+  not the one a saturated count stops at (2**31 - 1, Virtuozzo 9's
+  vznetstat); otherwise (a container restart whose counters grew past their
+  bytes before the read) it was reset;
 - a counter we created ourselves starts at zero (:meth:`started`), so all of
   it is added even if it has already passed the old value;
 - a counter missing from a read is kept, with its last value and epoch, for
@@ -42,6 +45,7 @@ STATE_VERSION = 2
 # here instead of wrapping: down from this value it was reset.
 SATURATED = 2**31 - 1
 RAW_LIMIT = 1 << 64  # a kernel counter's values
+MIN_PACKET = 20  # bytes of the smallest IP packet (an IPv4 header): a wrap of 2**32 packets carries 80 GiB or more
 TOTAL_LIMIT = 1 << 64  # 18 EB: no total gets near this; a value beyond it in a state file is not one of ours
 # The kinds of series the exporter keeps, with the number of parts of their keys.
 SERIES_PARTS = {"ip": 5, "container": 6, "interface": 4}
@@ -595,9 +599,11 @@ def _growth(
     if e0 != NO_EPOCH and e1 != NO_EPOCH and e0 != e1:
         return (p1, b1), 1  # a new incarnation of the counter
     if p1 < p0 and b1 > b0 and bits and p0 != SATURATED:
-        # Bytes grew but a narrow packet counter went down: it wrapped.  Down from
-        # SATURATED (Virtuozzo 9's vznetstat stops there) it can only have been reset.
-        return (p1 + (1 << bits) - p0, b1 - b0), 0
+        # Bytes grew but a narrow packet counter went down: it wrapped, if the bytes can carry the packets.
+        # Down from SATURATED (Virtuozzo 9's vznetstat stops there) it can only have been reset.
+        wrapped = p1 + (1 << bits) - p0
+        if 0 < wrapped and b1 - b0 >= MIN_PACKET * wrapped:  # (a value past the width cannot have wrapped)
+            return (wrapped, b1 - b0), 0
     if p1 < p0 or b1 < b0:
         return (p1, b1), 1
     return (p1 - p0, b1 - b0), 0

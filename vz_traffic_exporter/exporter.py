@@ -469,6 +469,7 @@ class Exporter:
                     r.packets if r.packets is not None else 0,
                     r.bytes,
                     r.packet_bits,
+                    r.epoch,
                 )
                 for r in readings
             ],

@@ -107,6 +107,32 @@ def test_virtuozzo9_nft_counters_are_exported_exactly_and_resets_absorbed(kernel
     assert server.wait(10) == 0
 
 
+def test_a_re_created_virtuozzo9_table_is_a_new_epoch_even_above_the_old_values(kernel_lab: NodeLab) -> None:
+    """A container restart deletes its table and makes it again: with more traffic after than before, only
+    the table's handle (the counters' epoch) tells."""
+    lab = kernel_lab
+    install_vz9_layout(lab)
+    config = lab.write_config(lab.containers, **KERNEL_ONLY)
+    ct = lab.containers[0]
+    key = (BYTES, ct.veid, "1", "out", "ipv4")
+    first = lab.send_udp(ct.ns, ct.ipv4, PEERS["peering"][0], 3, 200)
+    server = lab.start_serve(config)
+    assert container_series(lab.scrape()[1])[key] == first
+
+    lab.node_cmd("nft", "delete", "table", "netdev", table_name(ct.veid))
+    script = nft_script(ct.veid, host_ifname(ct), "vpeer", [ct.ipv4, ct.ipv6], {1: CLASS_NETWORKS[1]})
+    lab.ns(lab.node, "nft", "-f", "-", stdin=script)
+    second = lab.send_udp(
+        ct.ns, ct.ipv4, PEERS["peering"][0], 5, 300
+    )  # more than before, in bytes and packets
+    assert nft_counters(lab)[key] == second > first
+    got = container_series(lab.scrape()[1])
+    assert got[key] == first + second
+    assert got[(PACKETS, ct.veid, "1", "out", "ipv4")] == 3 + 5
+    server.terminate()
+    assert server.wait(10) == 0
+
+
 def test_nested_virtuozzo9_classes_are_made_exclusive_and_overlapping_ones_left_out(
     kernel_lab: NodeLab,
 ) -> None:

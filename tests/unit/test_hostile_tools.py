@@ -273,7 +273,7 @@ def test_auto_reads_the_nft_counters_and_not_vznetstat_on_virtuozzo_9(write_conf
     runner = ReplayRunner(
         {
             ("nft", "list", "tables", "netdev"): "table netdev ve_101\n",
-            ("nft", "-j", "list", "counters"): json.dumps({"nftables": []}),
+            ("nft", "-j", "list", "ruleset", "netdev"): json.dumps({"nftables": []}),
         },
         installed=("nft", "vznetstat"),
     )

@@ -26,7 +26,7 @@ def kernel_runner() -> ReplayRunner:
         {
             ("vznetstat", "-4", "-a"): fixture_text("cmd/vznetstat-4-a.txt"),
             ("vznetstat", "-6", "-a"): fixture_text("cmd/vznetstat-6-a.txt"),
-            ("nft", "-j", "list", "counters"): fixture_text("cmd/nft-j-list-counters.json"),
+            ("nft", "-j", "list", "ruleset", "netdev"): fixture_text("cmd/nft-j-list-ruleset-netdev.json"),
         },
         installed=("vznetstat", "nft"),
     )

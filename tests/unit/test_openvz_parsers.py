@@ -164,6 +164,14 @@ def test_nft_counters_of_ve_tables_only() -> None:
     }
 
 
+def test_nft_counters_take_their_tables_handle_as_epoch() -> None:
+    readings = parse_nft_counters(fixture_text("cmd/nft-j-list-ruleset-netdev.json"))
+    assert {(r.kernel_id, r.epoch) for r in readings} == {("101", 3), (UUID, 4)}
+    assert by_key(readings) == by_key(parse_nft_counters(fixture_text("cmd/nft-j-list-counters.json")))
+    # Without its tables (nft -j list counters), no epoch.
+    assert {r.epoch for r in parse_nft_counters(fixture_text("cmd/nft-j-list-counters.json"))} == {None}
+
+
 @pytest.mark.parametrize(
     ("table", "ctid"), [("ve_101", "101"), ("ve_fbb30afae77040819d9e6b9c262eb091", UUID), ("filter", None)]
 )

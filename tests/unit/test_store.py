@@ -45,7 +45,7 @@ class Reference:
                 e = pe if e is None else e
                 if pe is not None and pe != e:
                     add, self.resets[source] = (p, b), self.resets[source] + 1
-                elif p < pp and b > pb and bits and pp != SATURATED:
+                elif p < pp < (1 << (bits or 0)) and b - pb >= 20 * (p + (1 << bits) - pp) and pp != SATURATED:
                     add = (p + (1 << bits) - pp, b - pb)
                 elif p < pp or b < pb:
                     add, self.resets[source] = (p, b), self.resets[source] + 1
@@ -97,7 +97,8 @@ class Node:
             elif kind == "move":
                 self.owner[key] = rng.choice(SERIES)
             elif kind == "wrap" and self.bits:
-                v[0], v[1] = (v[0] + (1 << self.bits) - 1) % (1 << self.bits), v[1] + 1
+                grow = (1 << self.bits) - rng.randrange(1, 100)  # at 20 bytes a packet or more
+                v[0], v[1] = (v[0] + grow) % (1 << self.bits), v[1] + grow * rng.choice([20, 1500])
             elif kind == "saturate" and self.bits:
                 v[0] = SATURATED
         if kind == "come":

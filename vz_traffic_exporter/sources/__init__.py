@@ -82,6 +82,7 @@ class ContainerReading:
     bytes: int
     packets: int | None = None  # None: this source counts bytes only
     packet_bits: int | None = None  # the packet counter wraps at 2**packet_bits
+    epoch: int | None = None  # the counter's incarnation, where the source can tell
 
 
 @dataclass(frozen=True)

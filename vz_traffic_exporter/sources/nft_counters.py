@@ -4,7 +4,15 @@ Compare by hand with ``nft list counters table netdev ve_<ctid>`` (root or
 CAP_NET_ADMIN).  Each container has a table ``netdev ve_<CTID without
 dashes>`` holding counters ``counter_<i|o><4|6>_<class>``: ``i`` received
 by the container, ``o`` sent by it.  The counters are reset and the table
-deleted when the container's network goes down; the accumulator absorbs it.
+deleted when the container's network goes down.  The table's handle is its
+counters' epoch: the kernel numbers tables from one sequence per network
+namespace (``nf_tables_newtable``: ``++nft_net->table_handle``), so a
+re-created table is a new incarnation even when its counters already hold
+more than the old ones did.  The read is ``nft -j list ruleset netdev``,
+which shows the tables with their handles and the counters in one
+consistent dump (nft reads its cache again when the ruleset changed during
+the read).  Left unseen: counters zeroed (``nft reset counters``) and grown
+back to exactly their old values before the next read; nothing shows that.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import re
 from ..runner import Runner, output_of
 from . import ContainerReading, Unique, counter_value
 
-ARGV = ("nft", "-j", "list", "counters")
+ARGV = ("nft", "-j", "list", "ruleset", "netdev")
 _TABLE = re.compile(r"^ve_([0-9A-Za-z_.-]+)$")
 _COUNTER = re.compile(r"^counter_([io])([46])_(\d+)$")
 
@@ -40,6 +48,13 @@ def parse_nft_counters(text: str, where: str = "nft") -> list[ContainerReading]:
         raise ValueError(f"{where}: nftables: not a list")
     readings = []
     names = Unique("counter")
+    handles: dict[str, int] = {}  # netdev table -> its handle, where the dump shows its tables
+    for item in items:
+        table = item.get("table") if isinstance(item, dict) else None
+        if isinstance(table, dict) and table.get("family") == "netdev" and "handle" in table:
+            handles[str(table.get("name"))] = counter_value(
+                table["handle"], f"{where}: table {table.get('name')}"
+            )
     for item in items:
         counter = item.get("counter") if isinstance(item, dict) else None
         if not isinstance(counter, dict) or counter.get("family") != "netdev":
@@ -56,7 +71,8 @@ def parse_nft_counters(text: str, where: str = "nft") -> list[ContainerReading]:
         packets = counter_value(counter.get("packets"), f"{what}: packets")
         key = ("nft_counters", counter["table"], counter["name"])
         names.add(key[1:], what)
-        readings.append(ContainerReading(key, ctid, klass, direction, family, nbytes, packets))
+        epoch = handles.get(str(counter["table"]))
+        readings.append(ContainerReading(key, ctid, klass, direction, family, nbytes, packets, epoch=epoch))
     return readings
 
 

@@ -5,7 +5,10 @@ Without ``-4``/``-6`` vznetstat sums both families, so each is asked for
 separately; ``-a`` prints all 16 classes.  The id column is a CTID for known
 containers, else the kernel VEID (``0`` is the host).  Packet counts are 32
 bits wide and wrap (Virtuozzo 7), or stop at 2**31 - 1 (Virtuozzo 9, where
-``auto`` reads the nft counters instead).  The header is ``UUID ...`` (or ``CTID ...`` on old
+``auto`` reads the nft counters instead).  A packet count that went down is
+taken as a wrap only when the bytes grew enough to carry 2**32 packets (80
+GiB and more, :data:`~..accounting.MIN_PACKET`); else it was reset (a
+Virtuozzo 9 container restart re-creates its counters).  The header is ``UUID ...`` (or ``CTID ...`` on old
 versions); ``-r`` style K/M/G values are refused, they are not exact.
 """
 
