@@ -45,7 +45,7 @@ STATE_VERSION = 2
 # here instead of wrapping: down from this value it was reset.
 SATURATED = 2**31 - 1
 RAW_LIMIT = 1 << 64  # a kernel counter's values
-MIN_PACKET = 20  # bytes of the smallest IP packet (an IPv4 header): a wrap of 2**32 packets carries 80 GiB or more
+MIN_PACKET = 20  # bytes of the smallest IP packet (an IPv4 header): 2**32 packets carry 80 GiB or more
 TOTAL_LIMIT = 1 << 64  # 18 EB: no total gets near this; a value beyond it in a state file is not one of ours
 # The kinds of series the exporter keeps, with the number of parts of their keys.
 SERIES_PARTS = {"ip": 5, "container": 6, "interface": 4}
@@ -602,7 +602,7 @@ def _growth(
         # Bytes grew but a narrow packet counter went down: it wrapped, if the bytes can carry the packets.
         # Down from SATURATED (Virtuozzo 9's vznetstat stops there) it can only have been reset.
         wrapped = p1 + (1 << bits) - p0
-        if 0 < wrapped and b1 - b0 >= MIN_PACKET * wrapped:  # (a value past the width cannot have wrapped)
+        if wrapped > 0 and b1 - b0 >= MIN_PACKET * wrapped:  # (a value past the width cannot have wrapped)
             return (wrapped, b1 - b0), 0
     if p1 < p0 or b1 < b0:
         return (p1, b1), 1

@@ -43,10 +43,11 @@ class Reference:
             else:
                 pp, pb, pe = prev
                 e = pe if e is None else e
+                wrapped = p + (1 << bits) - pp if bits else 0
                 if pe is not None and pe != e:
                     add, self.resets[source] = (p, b), self.resets[source] + 1
-                elif p < pp < (1 << (bits or 0)) and b - pb >= 20 * (p + (1 << bits) - pp) and pp != SATURATED:
-                    add = (p + (1 << bits) - pp, b - pb)
+                elif p < pp and wrapped > 0 and pp != SATURATED and b - pb >= 20 * wrapped:
+                    add = (wrapped, b - pb)  # the bytes can carry the wrapped packets
                 elif p < pp or b < pb:
                     add, self.resets[source] = (p, b), self.resets[source] + 1
                 else:
