@@ -440,6 +440,17 @@ class Accumulator:
         self._rows.clear()
         self._dirty.clear()
 
+    def last_owners(self, kind: str) -> dict[tuple[str, ...], SeriesKey]:
+        """Per series key less its kind and owner (an ip series: ip, class, direction), the one last seen."""
+        found: dict[tuple[str, ...], tuple[int, SeriesKey]] = {}
+        for slot, key in enumerate(self._keys):
+            if key[0] == kind:
+                rest = key[2:]
+                seen = self._seen[slot]
+                if rest not in found or found[rest][0] < seen:
+                    found[rest] = (seen, key)
+        return {rest: key for rest, (_, key) in found.items()}
+
     def total(self, series: SeriesKey) -> tuple[int, int]:
         """(packets, bytes) accumulated for a series."""
         slot = self._slot.get(series)

@@ -269,28 +269,40 @@ class Exporter:
             log.debug("iptables %s (%s)", self._xtables.version, self._xtables.variant)
         return self._xtables
 
-    def remove_rules(self, names: Sequence[str] = BACKENDS) -> int:
-        """Remove every object of the named backends; returns the number of changes."""
+    def remove_rules(self, names: Sequence[str] = BACKENDS, inventory: Optional[Inventory] = None) -> int:
+        """Remove every object of the named backends; returns the number of changes.
+
+        inventory: account what the objects counted first (for the owners it gives, else their last ones).
+        """
         changes = 0
         for name in names:
             if self._available(name):
                 backend = self._backend(name)
                 if backend.installed():
+                    if inventory is not None:
+                        self._account_before_change(name, backend.read()[1], inventory)
                     changes += backend.remove()
         return changes
 
-    def sync_rules(self, inventory: Optional[Inventory] = None) -> int:
+    def sync_rules(self, inventory: Optional[Inventory] = None, read: bool = True) -> int:
         """Install or update our rules for the inventory; returns the number of changes.
 
         Objects of any other backend are removed first: one host, one backend.
+        What every object holds is accounted before it is changed or removed
+        (read: False when the caller has just done so for this backend), and
+        saved before the change, where this exporter keeps a state file.
         """
         if inventory is None:
             inventory = self.discover_once()
         backend = self.rules()
+        if read:
+            self._account_before_change(backend.name, backend.read()[1], inventory)
         others = [name for name in BACKENDS if name != backend.name]
-        removed = self.remove_rules(others)
+        removed = self.remove_rules(others, inventory)
         if removed:
             log.info("netfilter: removed the objects of the other backends (%d changes)", removed)
+        if self.state is not None and self.accumulator.changes != self._saved_changes:
+            self.save()
         nf = self.config.netfilter
         result = backend.sync(inventory.ips(), self.config.classes, nf.host_traffic)
         # Counters whose epoch was stamped again keep counting from where they are.
@@ -611,17 +623,27 @@ class Exporter:
         current, readings = backend.read()
         # Account what the kernel holds before any change: a counter the sync
         # deletes keeps what it counted up to this read.
-        self._account_netfilter(name, readings, inventory)
         if self.keep_rules and not backend.in_sync(
             current, inventory.ips(), self.config.classes, nf.host_traffic
         ):
-            changes = self.sync_rules(inventory)
+            self._account_before_change(name, readings, inventory)
+            changes = self.sync_rules(inventory, read=False)
             log.info(
                 "%s: accounting objects were missing, stale or zeroed; %d changes applied", name, changes
             )
             self._account_netfilter(name, backend.read()[1], inventory)
+        else:
+            self._account_netfilter(name, readings, inventory)
 
-    def _account_netfilter(self, name: str, readings: list[IpReading], inventory: Inventory) -> None:
+    def _account_before_change(self, name: str, readings: list[IpReading], inventory: Inventory) -> None:
+        """Account a read of objects about to be changed or removed (see :meth:`_account_netfilter`)."""
+        self._account_netfilter(name, readings, inventory, last_owners=True)
+
+    def _account_netfilter(
+        self, name: str, readings: list[IpReading], inventory: Inventory, last_owners: bool = False
+    ) -> None:
+        """last_owners: the objects are about to go, so the growth of an address nobody owns now goes to the
+        series that last counted it (its container left while it was counting, or while we were down)."""
         owners = inventory.owners
         # Series keys follow the owners: made again when they change, else one per counter, kept.
         if owners is not self._nf_owners and owners != self._nf_owners:
@@ -631,7 +653,14 @@ class Exporter:
         last = self._nf_columns
         if last is None or last[0] != readings:  # equal readings (mostly the same objects): the same columns
             last = self._nf_columns = (readings, *self._columns(readings, owners))
-        self.accumulator.update_columns(name, *last[1:])
+        counters, series = last[1], last[2]
+        if last_owners and None in series:
+            owned = self.accumulator.last_owners(IP_SERIES)
+            series = [
+                owned.get((r.ip, _class_text(r.klass), r.direction)) if key is None else key
+                for r, key in zip(readings, series)
+            ]
+        self.accumulator.update_columns(name, counters, series, *last[3:])
 
     @property
     def _nf_readings(self) -> list[IpReading]:

@@ -299,13 +299,29 @@ def test_switching_backends_removes_the_old_objects_and_keeps_the_totals(iptable
         server = lab.start_serve(config)
         traffic(ledger, ct, 2)
         got = ledger.scrape()
-        ledger.check(got)  # one series per address, whichever backend counted it
+        ledger.check(got)  # one series per address, whichever backend counted it, nothing of the pause lost
         firewall = lab.firewall()
         assert ("VZTRAFFIC-FORWARD" in firewall) == (backend == "iptables")
         assert ("VZTSET-FORWARD" in firewall) == (backend == "ipset")
         assert ("vztraffic4-out-0" in firewall) == (backend == "ipset")
         assert ("table inet vz_traffic" in firewall) == (backend == "nftables")
         assert stop(server) == 0
+        traffic(ledger, ct, 1)  # while it is down: the next start reads the objects before it removes them
+
+
+def test_what_a_container_counted_while_the_exporter_was_down_is_kept_when_it_left(lab: NodeLab) -> None:
+    """Gone by the next start: its objects are read, for it, before the start removes them."""
+    ledger = Ledger(lab)
+    ct, others = lab.containers[2], lab.containers[:2]
+    server = lab.start_serve(lab.write_config(lab.containers, state={**RARE, "file": str(lab.state_file)}))
+    traffic(ledger, ct, 1)
+    ledger.check(ledger.scrape())
+    assert stop(server) == 0
+
+    traffic(ledger, ct, 2)  # its last traffic, while nobody is reading; then it is destroyed
+    lab.start_serve(lab.write_config(others, state={**RARE, "file": str(lab.state_file)}))
+    ledger.check(ledger.scrape())
+    assert ct.ipv4 not in lab.firewall()
 
 
 PAPER_NET = "2001:db8:1::/64"  # addresses of containers that exist only in the config, routed to a lab one
