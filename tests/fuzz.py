@@ -286,7 +286,16 @@ def check_config(workdir: Path, rng: random.Random) -> None:
     if kind == 0:
         text = mutate_text(rng, rng.choice(seeds))
     elif kind == 1:
-        text = ALIAS_BOMB if rng.random() < 0.5 else "a: " + "[" * rng.choice([40, 900, 5000]) + "]" * 5000
+        depth = rng.choice([40, 900, 999, 5000])
+        where = rng.choice(["a: ", "", "state: ", "quotas:\n  default: ", "a: &x 1\nstate: "])
+        shapes = [
+            ALIAS_BOMB,
+            where + "[" * depth + "]" * depth,  # deep nesting where a mapping is expected
+            where + "{a: " * min(depth, 999) + "}" * min(depth, 999),
+            f"state:\n  retention: {'9' * rng.choice([19, 101, 4300, 5000])}\n",  # integers past any setting
+            f"quotas:\n  default: {{total: {'7' * rng.choice([30, 5000])}}}\n",
+        ]
+        text = rng.choice(shapes)
     elif kind == 2:  # a classes file of its own, mutated
         classes = workdir / "networks_classes"
         base = rng.choice(

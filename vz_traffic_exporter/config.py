@@ -596,7 +596,14 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
     """libyaml's safe loader where PyYAML has it; integers remember how they were written."""
 
 
+MAX_DIGITS = 100  # of an integer: no setting takes more (Python refuses to read 4,300 or more)
+
+
 def _construct_int(loader: Any, node: yaml.ScalarNode) -> int:
+    if len(node.value) > MAX_DIGITS:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of {len(node.value)} characters: no setting takes one", node.start_mark
+        )
     value = yaml.SafeLoader.construct_yaml_int(loader, node)
     text = str(node.value)
     return value if text.lstrip("+") == str(value) else WrittenInt(value, text)
@@ -617,6 +624,7 @@ def load(path: Optional[str]) -> Config:
 
 MAX_FILE = 64 << 20  # bytes of a configuration file: 100,000 containers take about 10 MiB
 MAX_ALIASED = 100_000  # nodes that aliases may add to a document
+MAX_DEPTH = 64  # collections inside each other: the configuration has 5 levels, libyaml allows 1,000
 
 
 def read_yaml(path: str, error: type[ConfigError] = ConfigError) -> Any:
@@ -637,6 +645,8 @@ def read_yaml(path: str, error: type[ConfigError] = ConfigError) -> Any:
         return _from_events(text)
     except _Fallback:
         pass  # read again as nodes, which says what is wrong
+    except _Refused as refused:
+        raise error(path, [str(refused)]) from None
     except yaml.YAMLError as err:
         raise error(path, [_yaml_problem(err)]) from None
     loader = _LOADER(text)
@@ -644,6 +654,7 @@ def read_yaml(path: str, error: type[ConfigError] = ConfigError) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
+        _check_depth(node, path, error)
         if "*" in text:  # only aliases can make a document larger than its text
             _check_aliases(node, path, error)
         return loader.construct_document(node)
@@ -665,6 +676,21 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 class _Fallback(Exception):
     """What the event reader leaves to the node reader: anchors and aliases, tags on collections, merge
     keys, keys that are not scalars, a second document."""
+
+
+class _Refused(Exception):
+    """A value the event reader refuses (the message: its key, and why)."""
+
+
+def _key_of(open_: list[list[Any]]) -> str:
+    """The key of what comes next in the open collections: state.retention, containers.static[3]."""
+    path = ""
+    for collection, key in open_:
+        if type(collection) is list:
+            path += f"[{len(collection)}]"
+        elif key is not _KEY:
+            path += f".{key}" if path else str(key)
+    return path or "the document"
 
 
 _KEY = object()  # a mapping waits for its next key
@@ -691,10 +717,19 @@ def _from_events(text: str) -> Any:
             if isinstance(event, yaml.ScalarEvent):
                 if event.anchor is not None:
                     raise _Fallback
-                value = _scalar(loader, event)
+                try:
+                    value = _scalar(loader, event)
+                except yaml.constructor.ConstructorError as err:
+                    line = event.start_mark.line + 1
+                    raise _Refused(f"{_key_of(open_)}: {err.problem} (line {line})") from None
             elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 if event.anchor is not None or event.tag not in _COLLECTION_TAGS:
                     raise _Fallback
+                if len(open_) >= MAX_DEPTH:
+                    line = event.start_mark.line + 1
+                    raise _Refused(
+                        f"{_key_of(open_)}: collections nested more than {MAX_DEPTH} deep (line {line})"
+                    )
                 open_.append([{}, _KEY] if isinstance(event, yaml.MappingStartEvent) else [[], None])
                 continue
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
@@ -735,6 +770,21 @@ def _scalar(loader: Any, event: yaml.ScalarEvent) -> Any:
     start: Any = event.start_mark  # libyaml's marks, which the constructors take as theirs
     end: Any = event.end_mark
     return construct(loader, yaml.ScalarNode(tag, event.value, start, end, event.style))
+
+
+def _check_depth(root: yaml.Node, path: str, error: type[ConfigError]) -> None:
+    """Refuse collections nested deeper than MAX_DEPTH (aliases followed once each)."""
+    stack, seen = [(root, 0)], set()
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, yaml.ScalarNode) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if depth >= MAX_DEPTH:
+            mark = node.start_mark
+            where = f"line {mark.line + 1}, column {mark.column + 1}"
+            raise error(path, [f"{where}: collections nested more than {MAX_DEPTH} deep"])
+        stack += [(child, depth + 1) for child in _children(node)]
 
 
 def _check_aliases(root: yaml.Node, path: str, error: type[ConfigError]) -> None:

@@ -102,6 +102,34 @@ def test_every_problem_is_named_by_its_key(write_config, text: str, expected: li
     assert problems(write_config, text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "state:\n  retention: " + "9" * 5000 + "\n",
+            "state.retention: an integer of 5000 characters: no setting takes one (line 2)",
+        ),
+        (
+            "quotas: {containers: {'101': {out: " + "5" * 101 + "}}}\n",
+            "quotas.containers.101.out: an integer of 101 characters: no setting takes one (line 1)",
+        ),
+        ("[" * 999 + "]" * 999 + "\n", "[0]" * 64 + ": collections nested more than 64 deep (line 1)"),
+        (
+            "state: " + "{a: " * 900 + "}" * 900 + "\n",
+            "state" + ".a" * 63 + ": collections nested more than 64 deep (line 1)",
+        ),
+        (  # an anchor: the node reader
+            "x: &x 1\nstate: " + "[" * 999 + "]" * 999 + "\n",
+            "line 2, column 71: collections nested more than 64 deep",
+        ),
+    ],
+)
+def test_huge_integers_and_deep_nesting_are_refused_with_their_key(
+    write_config, text: str, expected: str
+) -> None:  # type: ignore[no-untyped-def]
+    assert problems(write_config, text) == [expected]
+
+
 def test_all_problems_are_reported_together(write_config) -> None:  # type: ignore[no-untyped-def]
     found = problems(write_config, "netfilter: {backend: x, manage_rules: 1}\nstate: {retention: 0}\n")
     assert len(found) == 3
