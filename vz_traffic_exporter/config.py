@@ -682,6 +682,10 @@ class _Refused(Exception):
     """A value the event reader refuses (the message: its key, and why)."""
 
 
+def _line(event: yaml.Event) -> int:
+    return event.start_mark.line + 1 if event.start_mark is not None else 0
+
+
 def _key_of(open_: list[list[Any]]) -> str:
     """The key of what comes next in the open collections: state.retention, containers.static[3]."""
     path = ""
@@ -720,13 +724,13 @@ def _from_events(text: str) -> Any:
                 try:
                     value = _scalar(loader, event)
                 except yaml.constructor.ConstructorError as err:
-                    line = event.start_mark.line + 1
+                    line = _line(event)
                     raise _Refused(f"{_key_of(open_)}: {err.problem} (line {line})") from None
             elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 if event.anchor is not None or event.tag not in _COLLECTION_TAGS:
                     raise _Fallback
                 if len(open_) >= MAX_DEPTH:
-                    line = event.start_mark.line + 1
+                    line = _line(event)
                     raise _Refused(
                         f"{_key_of(open_)}: collections nested more than {MAX_DEPTH} deep (line {line})"
                     )
