@@ -49,6 +49,11 @@ MIN_PACKET = 20  # bytes of the smallest IP packet (an IPv4 header): 2**32 packe
 TOTAL_LIMIT = 1 << 64  # 18 EB: no total gets near this; a value beyond it in a state file is not one of ours
 # The kinds of series the exporter keeps, with the number of parts of their keys.
 SERIES_PARTS = {"ip": 5, "container": 6, "interface": 4}
+VEID_PART = {"ip": 1, "container": 2, "interface": 1}  # where a kind's key has its container
+
+
+def veid_of(series: tuple[str, ...]) -> str:
+    return series[VEID_PART.get(series[0], 1)]
 
 SeriesKey = tuple[str, ...]
 CounterKey = tuple[Union[str, int], ...]  # a raw counter's identity within its source
@@ -120,6 +125,9 @@ class Accumulator:
         self._bytes = array("Q")
         self._seen = array("q")  # wall-clock time (s) of the last read that showed the series
         self.resets: Counter[str] = Counter()
+        # Per container, when its first series was made (from zero): everything it counted came after.
+        # 0: not known (kept by a state file from before these were kept).
+        self.created: dict[str, int] = {}
         self.boot_id = boot_id
         # Bumped by every change that growth alone does not repeat: a counter
         # seen, forgotten or reset, a series made or dropped.  A read that
@@ -327,6 +335,7 @@ class Accumulator:
             self._seen.append(stamp)
             self.changes += 1
             self.series_made += 1
+            self.created.setdefault(veid_of(key), stamp)
         return slot
 
     def _add(self, slot: int, grew: tuple[int, int], stamp: int) -> None:
@@ -430,6 +439,8 @@ class Accumulator:
         self._bytes = array("Q", (self._bytes[slot] for slot in keep))
         self._seen = array("q", (self._seen[slot] for slot in keep))
         self._slot = {key: slot for slot, key in enumerate(self._keys)}
+        left = {veid_of(key) for key in self._keys}
+        self.created = {veid: at for veid, at in self.created.items() if veid in left}
         for counters in self._counters.values():
             for i, slot in enumerate(counters.slots):
                 if slot != NO_SERIES:
@@ -508,6 +519,7 @@ class Accumulator:
                 for slot, series in enumerate(self._keys)
             ],
             "resets": dict(self.resets),
+            "created": dict(self.created),
         }
 
     @classmethod
@@ -587,6 +599,17 @@ class Accumulator:
                 acc.resets[str(source)] = _count(count)
             except ValueError as err:
                 bad(f"resets of {_shown(source)}: {err}")
+        # Made by series rows above at their last-seen times: the creation times are what the file says, and
+        # unknown (0) for a container the file has none for (a state file written before it kept them).
+        created = state.get("created", {})
+        acc.created = dict.fromkeys(acc.created, 0)
+        for veid, at in (created if isinstance(created, dict) else {None: created}).items():
+            try:
+                if not isinstance(veid, str):
+                    raise ValueError("not a container")
+                acc.created[veid] = _count(at, 1 << 63)
+            except ValueError as err:
+                bad(f"created of {_shown(veid)}: {err}")
         return acc
 
 

@@ -596,7 +596,7 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
     """libyaml's safe loader where PyYAML has it; integers remember how they were written."""
 
 
-MAX_DIGITS = 100  # of an integer: no setting takes more (Python refuses to read 4,300 or more)
+MAX_DIGITS = 4000  # of an integer: no setting takes as many (Python refuses to read 4,300 or more)
 
 
 def _construct_int(loader: Any, node: yaml.ScalarNode) -> int:

@@ -103,6 +103,7 @@ class Snapshot:
     statuses: tuple[SourceStatus, ...]
     resets: tuple[tuple[str, int], ...]
     quotas: QuotaConfig
+    created: tuple[tuple[str, int], ...] = ()  # (veid, when its first series was made), where known
 
 
 @dataclass
@@ -439,6 +440,7 @@ class Exporter:
             statuses=tuple(timed.statuses),
             resets=tuple(sorted(self.accumulator.resets.items())),
             quotas=self.config.quotas,
+            created=tuple(sorted((veid, at) for veid, at in self.accumulator.created.items() if at)),
         )
 
     def save(self) -> None:

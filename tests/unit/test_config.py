@@ -110,8 +110,8 @@ def test_every_problem_is_named_by_its_key(write_config, text: str, expected: li
             "state.retention: an integer of 5000 characters: no setting takes one (line 2)",
         ),
         (
-            "quotas: {containers: {'101': {out: " + "5" * 101 + "}}}\n",
-            "quotas.containers.101.out: an integer of 101 characters: no setting takes one (line 1)",
+            "quotas: {containers: {'101': {out: " + "5" * 4001 + "}}}\n",
+            "quotas.containers.101.out: an integer of 4001 characters: no setting takes one (line 1)",
         ),
         ("[" * 999 + "]" * 999 + "\n", "[0]" * 64 + ": collections nested more than 64 deep (line 1)"),
         (

@@ -35,7 +35,12 @@ def dump(capsys: pytest.CaptureFixture[str], runner: ReplayRunner, *args: str) -
 
 
 def normalised(text: str) -> str:
-    return re.sub(r"(vz_traffic_source_duration_seconds\{[^}]*\}) \S+", r"\1 0.0", text)
+    """Durations and creation times (the clock's) zeroed."""
+    return re.sub(
+        r"((?:vz_traffic_source_duration_seconds|vz_traffic_container_first_seen_timestamp_seconds)\{[^}]*\}) \S+",
+        r"\1 0.0",
+        text,
+    )
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -47,7 +52,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def matches_golden(exposition: str, name: str) -> bool:
-    """The exposition (durations zeroed) equals tests/golden/<name>; UPDATE_GOLDEN=1 rewrites it."""
+    """The exposition (normalised) equals tests/golden/<name>; UPDATE_GOLDEN=1 rewrites it."""
     text = normalised(exposition)
     golden = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN"):

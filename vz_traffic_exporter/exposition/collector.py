@@ -83,6 +83,11 @@ METRICS: dict[str, tuple[str, str, list[str]]] = {
         "Network classes whose traffic counts toward the quotas (always 1).",
         ["class"],
     ),
+    "vz_traffic_container_first_seen_timestamp_seconds": (
+        "gauge",
+        "When this exporter made the container's first series, from zero: all it counted came after.",
+        ["veid"],
+    ),
 }
 
 
@@ -304,4 +309,6 @@ class TrafficCollector(Collector):
                 resets.setdefault(status.name, 0)
         for source, count in sorted(resets.items()):
             fam["vz_traffic_counter_resets_total"].add_metric([source], count)
+        for veid, at in snap.created:
+            fam["vz_traffic_container_first_seen_timestamp_seconds"].add_metric([veid], at)
         yield from (family for family in fam.values() if family.samples)
