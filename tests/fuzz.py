@@ -292,7 +292,8 @@ def check_config(workdir: Path, rng: random.Random) -> None:
             ALIAS_BOMB,
             where + "[" * depth + "]" * depth,  # deep nesting where a mapping is expected
             where + "{a: " * min(depth, 999) + "}" * min(depth, 999),
-            f"state:\n  retention: {'9' * rng.choice([19, 400, 4001, 4300, 5000])}\n",  # integers past any setting
+            # integers past any setting, and past what Python reads
+            f"state:\n  retention: {'9' * rng.choice([19, 400, 4001, 4300, 5000])}\n",
             f"quotas:\n  default: {{total: {'7' * rng.choice([30, 5000])}}}\n",
         ]
         text = rng.choice(shapes)

@@ -55,6 +55,7 @@ VEID_PART = {"ip": 1, "container": 2, "interface": 1}  # where a kind's key has 
 def veid_of(series: tuple[str, ...]) -> str:
     return series[VEID_PART.get(series[0], 1)]
 
+
 SeriesKey = tuple[str, ...]
 CounterKey = tuple[Union[str, int], ...]  # a raw counter's identity within its source
 Epoch = Optional[int]
