@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import FrameType
 from typing import Optional, TextIO
 
@@ -148,6 +148,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--step", choices=["month", "day", "hour"], help="one row per month, day or hour")
     report.add_argument("--veid", dest="veids", action="append", metavar="V", help="a container, repeatable")
     report.add_argument("--format", dest="fmt", choices=["table", "csv", "json", "html"], default="table")
+    report.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when a row is incomplete (a series it counts had no known start)",
+    )
     p.add_argument("--version", action="version", version=f"vz-traffic-exporter {__version__}")
     return p
 
@@ -212,7 +217,7 @@ def _report(args: argparse.Namespace) -> int:
     """Exit 0, 1 when the server failed or answered nonsense (one line), 2 for bad usage."""
     from datetime import datetime, timezone
 
-    from .report import Report
+    from .report import Report, Row
     from .report.formats import write
     from .report.periods import UsageError, period, stamp
     from .report.promapi import Client, ServerError
@@ -237,6 +242,7 @@ def _report(args: argparse.Namespace) -> int:
             headers=args.prometheus_headers,
         )
         report = Report(client, args.selector, progress=sys.stderr)
+        report.check_retention(begin, datetime.now(timezone.utc))
     except (UsageError, ValueError) as err:
         print(f"report: {err}", file=sys.stderr)
         return 2
@@ -261,8 +267,16 @@ def _report(args: argparse.Namespace) -> int:
         print(f"report: --output: {target}: {err.strerror}", file=sys.stderr)
         return 1
     wanted = set(args.veids) if args.veids else None
+    incomplete = []
+
+    def noted(rows: Iterable[Row]) -> Iterator[Row]:
+        for row in rows:
+            if not row.complete:
+                incomplete.append(row)
+            yield row
+
     try:
-        write(report.run(begin, finish, step, classes, wanted), args.fmt, out, title, about)
+        write(noted(report.run(begin, finish, step, classes, wanted)), args.fmt, out, title, about)
     except ServerError as err:
         print(f"report: {err}", file=sys.stderr)
         if target:
@@ -276,6 +290,9 @@ def _report(args: argparse.Namespace) -> int:
         sys.stdout.write(out.getvalue())  # type: ignore[attr-defined]
     for warning in report.warnings:
         print(f"report: warning: {warning}", file=sys.stderr)
+    if incomplete and args.strict:
+        print(f"report: --strict: {len(incomplete)} rows are incomplete", file=sys.stderr)
+        return 1
     return 0
 
 

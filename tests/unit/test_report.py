@@ -40,7 +40,28 @@ def test_per_address_series_win_over_kernel_series_per_instance_and_container() 
     ip = SeriesUse("101", "in", "1", "job/a", True)
     kernel_a = SeriesUse("101", "in", "1", "job/a", False)
     kernel_b = SeriesUse("101", "in", "1", "job/b", False)  # another node: no per-address series there
-    assert chosen([ip, kernel_a, kernel_b]) == {ip, kernel_b}
+    assert chosen({ip: (5, 0), kernel_a: (7, 0), kernel_b: (9, 0)}) == {ip, kernel_b}
+    assert chosen({ip: (0, 0), kernel_a: (0, 0)}) == {ip}  # nothing moved: either, never both
+    # A per-address series kept flat (its rules gone, its source failing) does not hide live kernel series.
+    assert chosen({ip: (0, 0), kernel_a: (7, 0), kernel_b: (9, 0)}) == {kernel_a, kernel_b}
+
+
+def test_a_series_with_no_known_start_counts_from_its_first_sample() -> None:
+    samples = [(5, 100), (10, 150), (20, 400)]
+    assert increase(samples, 0, 20, start=0) == (400, 0)  # made after t0
+    assert increase(samples, 0, 20, start=None) == (300, 0)  # not known: a lower bound
+    assert increase(samples, 0, 20, start=120) == (100 + 50 + 250, 1)  # a value at t0 above the first sample
+
+
+def test_rows_of_a_series_without_a_known_start_are_incomplete_in_the_counted_classes() -> None:
+    unknown = SeriesUse("101", "in", "1", "job/a", True)
+    other = SeriesUse("102", "out", "2", "job/a", True)  # class 2 not counted: its rows stay complete
+    got = rows("S", "E", {unknown: (5, 0), other: (3, 0)}, {"1"}, {}, None, [unknown, other])
+    assert [(r.veid, r.direction, r.complete) for r in got] == [
+        ("101", "in", False),
+        ("101", "out", True),
+        ("101", "total", False),
+    ]
 
 
 def test_rows_sum_addresses_instances_and_classes_with_a_total() -> None:
@@ -95,8 +116,8 @@ def test_periods_and_boundaries() -> None:
 def test_bytes_are_integers_in_csv_and_json() -> None:
     big = [Row("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z", "101", "in", 12345678901234, None, 0)]
     assert as_csv(big).splitlines() == [
-        "start,end,veid,direction,bytes,quota_bytes,resets",
-        "2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,101,in,12345678901234,,0",
+        "start,end,veid,direction,bytes,quota_bytes,resets,complete",
+        "2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,101,in,12345678901234,,0,true",
     ]
     assert json.loads(as_json(big)) == [
         {
@@ -107,6 +128,7 @@ def test_bytes_are_integers_in_csv_and_json() -> None:
             "bytes": 12345678901234,
             "quota_bytes": None,
             "resets": 0,
+            "complete": True,
         }
     ]
     assert "e+" not in as_json(big) and "e+" not in as_csv(big)
@@ -123,6 +145,12 @@ def server() -> Iterator[Callable[[Callable[[BaseHTTPRequestHandler], None]], st
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                answer(self)
+
+            def do_GET(self) -> None:
+                if self.path != "/api/v1/status/flags":
+                    self.send_error(404)
+                    return
                 answer(self)
 
             def log_message(self, *args: Any) -> None:
@@ -193,7 +221,7 @@ def test_an_unreachable_server_and_bad_usage(capsys: pytest.CaptureFixture[str])
 def test_an_empty_result_is_a_report_with_no_rows(server: Any, capsys: pytest.CaptureFixture[str]) -> None:
     empty = send(200, b'{"status": "success", "data": {"resultType": "vector", "result": []}}')
     code, out, _ = report(capsys, server(empty), "--format=csv")
-    assert code == 0 and out == "start,end,veid,direction,bytes,quota_bytes,resets\n"
+    assert code == 0 and out == "start,end,veid,direction,bytes,quota_bytes,resets,complete\n"
 
 
 class Terminal(io.StringIO):
@@ -220,3 +248,29 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_every_few_seconds_elsewhere(
     monkeypatch.setattr(Progress, "EVERY", 0.0)
     lines(3, 100, "periods summed")
     assert log.getvalue().endswith("report: 3/100 periods summed\n")
+
+
+@pytest.mark.parametrize(
+    ("flags", "refused"),
+    [
+        ({"storage.tsdb.retention.time": "15d"}, True),  # October is more than 15 days ago
+        ({"storage.tsdb.retention.time": "0s", "storage.tsdb.retention": "0s"}, True),  # the default, 15d
+        ({"storage.tsdb.retention.time": "1y"}, False),
+        ({"storage.tsdb.retention.time": "0s", "storage.tsdb.retention.size": "512MB"}, False),  # not known
+    ],
+)
+def test_a_period_older_than_the_server_keeps_is_refused(
+    server: Any, capsys: pytest.CaptureFixture[str], flags: dict[str, str], refused: bool
+) -> None:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        if handler.command == "GET":
+            body = json.dumps({"status": "success", "data": flags}).encode()
+        else:
+            body = b'{"status": "success", "data": {"resultType": "vector", "result": []}}'
+        send(200, body)(handler)
+
+    code, out, err = report(capsys, server(answer))
+    if refused:
+        assert code == 2 and out == "" and "the server keeps 15 days of samples" in err
+    else:
+        assert code == 0 and "keeps" not in err

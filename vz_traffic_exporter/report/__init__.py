@@ -7,10 +7,17 @@ How each series' traffic is taken (see :mod:`.compute` for the rule):
   start and not seen there is looked for over the period, and keeps its
   value if it has no sample in it; a series first seen at the period's end
   is looked for over a long window before its start);
-- where ``resets`` sees a drop in a period, the raw samples of that series
-  in that period are read and summed drop by drop;
+- where ``resets`` sees a drop in a period, or the value at its end is below
+  the one at its start, or the value at its start is not from a sample near
+  it (a scrape gap, where a drop may hide), the raw samples of that series in
+  that period are read and summed drop by drop from that value;
+- a series with no sample at or before the start counts from 0 where the
+  exporter made its container after the start
+  (``vz_traffic_container_first_seen_timestamp_seconds``), or where another
+  series of the same container and exporter had a sample by then (the series
+  is new since); else from its first sample, and its rows are incomplete;
 - per instance and container, the per-address netfilter series count where
-  there are any, else the kernel per-container series;
+  any of them moved, else the kernel per-container series;
 - the classes: ``--classes``, else those in ``vz_traffic_quota_class_info``
   at the end of the period, else every class.
 """
@@ -24,13 +31,16 @@ from datetime import datetime
 from typing import Optional, TextIO
 
 from .compute import Row, SeriesUse, chosen, difference, increase, rows, use_of
-from .periods import boundaries, stamp
+from .periods import UsageError, boundaries, stamp
 from .promapi import Client, ServerError
 
 METRICS = {"vz_traffic_ip_bytes_total": True, "vz_traffic_container_bytes_total": False}  # -> per address
 SHORT = 600  # s: the window in which a scraped series has its last sample
 LONG = 40 * 86400  # s: how far back a series not seen in SHORT is looked for (retention is 35 days)
 BATCH = 200  # containers per query that names them
+FIRST_SEEN = "vz_traffic_container_first_seen_timestamp_seconds"
+SERIES_LABELS = frozenset({"ip", "class", "direction", "family"})  # what tells a container's series apart
+SHOWN = 5  # series named in a warning
 
 Key = tuple[str, tuple[tuple[str, str], ...]]  # (metric, sorted labels)
 
@@ -47,6 +57,15 @@ def matchers(selector: Optional[str]) -> str:
 
 def _key(metric: str, labels: dict[str, str]) -> Key:
     return metric, tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+
+
+def _group(labels: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """A series' container on its exporter: its labels less those that tell the container's series apart."""
+    return tuple((k, v) for k, v in labels if k not in SERIES_LABELS)
+
+
+def _shown(key: Key) -> str:
+    return f"{key[0]}{{{', '.join(f'{k}={v}' for k, v in key[1])}}}"
 
 
 def _select(metric: str, inner: str, extra: str = "") -> str:
@@ -118,49 +137,96 @@ class Report:
         for key in missing - after.keys():
             after[key] = before[key]
 
-    def traffic(self, cuts: Sequence[datetime]) -> Iterator[dict[SeriesUse, tuple[int, int]]]:
-        """Per period, in order, (bytes, resets) of every series that counts.
+    def traffic(
+        self, cuts: Sequence[datetime]
+    ) -> Iterator[tuple[dict[SeriesUse, tuple[int, int]], set[SeriesUse]]]:
+        """Per period, in order, (bytes, resets) of every series that counts, and those without a known start.
 
         Two boundaries at a time: what is held is one period's series, however long the report.
         """
         before = self._values(cuts[0], SHORT)
+        near = set(before)  # the series whose value at the boundary is a sample near it
         for i, (t0, t1) in enumerate(zip(cuts, cuts[1:])):
             after = self._values(t1, SHORT)
+            near_t1 = set(after)
             self._carry(before, after, t0, t1)
             self._fill(before, after.keys() - before.keys(), t0)  # seen at t1: its value at t0, if any
-            uses = {key: use_of(dict(key[1]), METRICS[key[0]]) for key in after}
-            counted = chosen(uses.values())
             window = int((t1 - t0).total_seconds()) + SHORT
             dropped = set()
             for metric in METRICS:
                 expr = f"resets({_select(metric, self.inner)}[{window}s]) > 0"
                 dropped |= {_key(metric, labels) for labels, _ in self.client.query(expr, t1)}
+            started = self._started(before, after.keys() - before.keys(), t0, t1)
             found: dict[SeriesUse, tuple[int, int]] = {}
-            for key, use in uses.items():  # a series not there by t1 did not exist yet: no row
-                if use not in counted:
-                    continue
-                if key in dropped:
-                    exact = self._exact(key, t0, t1, window)
+            unknown: dict[SeriesUse, list[Key]] = {}
+            for key, value in after.items():  # a series not there by t1 did not exist yet: no row
+                use = use_of(dict(key[1]), METRICS[key[0]])
+                start = before.get(key)
+                if start is None and key not in started:
+                    unknown.setdefault(use, []).append(key)
+                    exact = self._exact(key, t0, t1, window, None)
+                elif key in dropped:
+                    exact = self._exact(key, t0, t1, window, 0 if start is None else start)
+                elif start is not None and (value < start or (key not in near and value != start)):
+                    # A drop hides in a gap: around the start (a value that is not a sample near it), or
+                    # anywhere when it ends below where it started.
+                    exact = self._exact(key, t0, t1, window, start)
                 else:
-                    exact = (difference(before.get(key), after[key]), 0)
+                    exact = (difference(start, value), 0)
                 total = found.get(use, (0, 0))
                 found[use] = (total[0] + exact[0], total[1] + exact[1])
+            counted = chosen(found)
+            missing = sorted(key for use, keys in unknown.items() if use in counted for key in keys)
+            if missing:
+                more = f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else ""
+                self.warnings.append(
+                    f"{stamp(t0)} .. {stamp(t1)}: no sample at or before the start, and no word of the "
+                    f"exporter that it made them after: {'; '.join(map(_shown, missing[:SHOWN]))}{more}: "
+                    "counted from their first sample in the period; their rows are marked incomplete"
+                )
             self.progress(i + 1, len(cuts) - 1, f"periods summed ({self.client.queries} queries)")
-            yield found
-            before = after
+            yield {use: found[use] for use in counted}, {use for use in unknown if use in counted}
+            before, near = after, near_t1
 
-    def _exact(self, key: Key, t0: datetime, t1: datetime, window: int) -> tuple[int, int]:
+    def _started(self, before: dict[Key, float], new: set[Key], t0: datetime, t1: datetime) -> set[Key]:
+        """Of the series with no sample at or before t0, those known to have started after it, from 0: their
+        container's first series was made by its exporter after t0, or another series of it had a sample by
+        t0 (so this one is new since)."""
+        if not new:
+            return set()
+        known = {_group(labels) for _, labels in before}
+        window = int((t1 - t0).total_seconds()) + SHORT
+        expr = f"last_over_time({_select(FIRST_SEEN, self.inner)}[{window}s])"
+        known |= {
+            _group(_key(FIRST_SEEN, labels)[1])
+            for labels, at in self.client.query(expr, t1)
+            if at >= t0.timestamp()
+        }
+        return {key for key in new if _group(key[1]) in known}
+
+    def _exact(
+        self, key: Key, t0: datetime, t1: datetime, window: int, start: Optional[float]
+    ) -> tuple[int, int]:
+        """The series' traffic from its raw samples; start: its value at t0 where no sample in the window is
+        at or before t0 (None: not known, from its first sample)."""
         metric, labels = key
         exact = ", ".join(f'{k}="{_quoted(v)}"' for k, v in labels)
         series = self.client.samples(f"{metric}{{{exact}}}[{window}s]", t1)
         samples = series[0][1] if series else []
-        nbytes, resets = increase(samples, t0.timestamp(), t1.timestamp())
+        nbytes, resets = increase(samples, t0.timestamp(), t1.timestamp(), start)
         if resets:
-            shown = ", ".join(f"{k}={v}" for k, v in labels)
-            self.warnings.append(
-                f"{metric}{{{shown}}} went down {resets} times in {stamp(t0)} .. {stamp(t1)}"
-            )
+            self.warnings.append(f"{_shown(key)} went down {resets} times in {stamp(t0)} .. {stamp(t1)}")
         return nbytes, resets
+
+    def check_retention(self, begin: datetime, now: datetime) -> None:
+        """UsageError when the server says it keeps less than reaches back to begin (where it says)."""
+        kept = self.client.retention()
+        if kept is not None and begin.timestamp() < now.timestamp() - kept:
+            raise UsageError(
+                f"the period starts {stamp(begin)}, but the server keeps {kept / 86400:g} days of samples "
+                "(storage.tsdb.retention.time): it cannot bill it; ask a server that keeps them (a longer "
+                "retention, or a long-term store)"
+            )
 
     def classes(self, at: datetime) -> Optional[set[str]]:
         found = self.client.query(
@@ -186,9 +252,9 @@ class Report:
     ) -> Iterator[Row]:
         """The rows, period after period (a generator: rows are written while later ones are read)."""
         cuts = boundaries(begin, finish, step)
-        for (t0, t1), traffic in zip(zip(cuts, cuts[1:]), self.traffic(cuts)):
+        for (t0, t1), (traffic, unknown) in zip(zip(cuts, cuts[1:]), self.traffic(cuts)):
             counted = classes if classes is not None else self.classes(t1)
-            yield from rows(stamp(t0), stamp(t1), traffic, counted, self.quotas(t1), veids)
+            yield from rows(stamp(t0), stamp(t1), traffic, counted, self.quotas(t1), veids, unknown)
 
 
 def _quoted(value: str) -> str:

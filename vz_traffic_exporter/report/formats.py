@@ -11,13 +11,14 @@ from typing import Optional, TextIO
 
 from .compute import Row
 
-COLUMNS = ("start", "end", "veid", "direction", "bytes", "quota_bytes", "resets")
+COLUMNS = ("start", "end", "veid", "direction", "bytes", "quota_bytes", "resets", "complete")
 FORMATS = ("table", "csv", "json", "html")
 
 
 def _cells(row: Row) -> list[str]:
     quota = "" if row.quota_bytes is None else str(row.quota_bytes)
-    return [row.start, row.end, row.veid, row.direction, str(row.bytes), quota, str(row.resets)]
+    complete = "true" if row.complete else "false"
+    return [row.start, row.end, row.veid, row.direction, str(row.bytes), quota, str(row.resets), complete]
 
 
 def as_csv(rows: Sequence[Row]) -> str:
@@ -29,24 +30,7 @@ def as_csv(rows: Sequence[Row]) -> str:
 
 
 def as_json(rows: Sequence[Row]) -> str:
-    return (
-        json.dumps(
-            [
-                {
-                    "start": r.start,
-                    "end": r.end,
-                    "veid": r.veid,
-                    "direction": r.direction,
-                    "bytes": r.bytes,
-                    "quota_bytes": r.quota_bytes,
-                    "resets": r.resets,
-                }
-                for r in rows
-            ],
-            indent=1,
-        )
-        + "\n"
-    )
+    return json.dumps([dict(zip(COLUMNS, _values(r))) for r in rows], indent=1) + "\n"
 
 
 def as_table(rows: Sequence[Row]) -> str:
@@ -174,7 +158,7 @@ def write(
 
 
 def _values(row: Row) -> tuple[object, ...]:
-    return (row.start, row.end, row.veid, row.direction, row.bytes, row.quota_bytes, row.resets)
+    return (row.start, row.end, row.veid, row.direction, row.bytes, row.quota_bytes, row.resets, row.complete)
 
 
 def render(rows: Sequence[Row], fmt: str, title: str, about: Sequence[tuple[str, str]] = ()) -> str:

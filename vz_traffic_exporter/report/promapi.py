@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import ssl
 import urllib.error
@@ -72,12 +73,12 @@ class Client:
                 raise ValueError(f"--prometheus.ca-file / cert-file: {err}") from None
         return cls(url.rstrip("/"), timeout, sent, context)
 
-    def _post(self, path: str, form: dict[str, str]) -> Any:
+    def _post(self, path: str, form: dict[str, str], method: str = "POST") -> Any:
         request = urllib.request.Request(
             f"{self.url}{path}",
-            data=urllib.parse.urlencode(form).encode(),
+            data=urllib.parse.urlencode(form).encode() if method == "POST" else None,
             headers={"Content-Type": "application/x-www-form-urlencoded", **self.headers},
-            method="POST",
+            method=method,
         )
         self.queries += 1
         try:
@@ -101,6 +102,24 @@ class Client:
         if not isinstance(data, dict) or data.get("status") != "success" or "data" not in data:
             raise ServerError(f"{self.url}: not a query result{_error_of(body)}")
         return data["data"]
+
+    def retention(self) -> Optional[float]:
+        """Seconds of samples the server keeps, where it says (/api/v1/status/flags); else None."""
+        try:
+            data = self._post("/api/v1/status/flags", {}, method="GET")
+        except ServerError:
+            return None  # not a Prometheus (Thanos, Mimir, VictoriaMetrics keep their own way)
+        if not isinstance(data, dict) or not {"storage.tsdb.retention.time", "storage.tsdb.retention"} & set(
+            data
+        ):
+            return None
+        for flag in ("storage.tsdb.retention.time", "storage.tsdb.retention"):
+            seconds = _duration(str(data.get(flag, "")))
+            if seconds:
+                return seconds
+        # Neither set: 15 days, unless a size limit is the only one.
+        size = str(data.get("storage.tsdb.retention.size", "0B"))
+        return None if size not in ("", "0", "0B") else 15 * 86400.0
 
     def query(self, expr: str, at: datetime) -> list[tuple[dict[str, str], float]]:
         """An instant vector: (labels, value) of each series."""
@@ -140,3 +159,15 @@ def _error_of(body: bytes) -> str:
         return f": {data['error']}" if isinstance(data, dict) and data.get("error") else ""
     except ValueError:
         return ""
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+
+
+def _duration(text: str) -> float:
+    """A Prometheus duration (15d, 1y, 2h30m) in seconds; 0 for "0s" or what is not one."""
+    parts = _PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return 0.0
+    return float(sum(int(n) * _UNITS[u] for n, u in parts))
