@@ -138,9 +138,10 @@ class Report:
             after[key] = before[key]
 
     def traffic(
-        self, cuts: Sequence[datetime]
+        self, cuts: Sequence[datetime], veids: Optional[set[str]] = None
     ) -> Iterator[tuple[dict[SeriesUse, tuple[int, int]], set[SeriesUse]]]:
-        """Per period, in order, (bytes, resets) of every series that counts, and those without a known start.
+        """Per period, in order, (bytes, resets) of every series that counts, and those without a known start
+        (said on stderr for the containers of veids, None: all).
 
         Two boundaries at a time: what is held is one period's series, however long the report.
         """
@@ -176,7 +177,12 @@ class Report:
                 total = found.get(use, (0, 0))
                 found[use] = (total[0] + exact[0], total[1] + exact[1])
             counted = chosen(found)
-            missing = sorted(key for use, keys in unknown.items() if use in counted for key in keys)
+            missing = sorted(
+                key
+                for use, keys in unknown.items()
+                if use in counted and (veids is None or use.veid in veids)
+                for key in keys
+            )
             if missing:
                 more = f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else ""
                 self.warnings.append(
@@ -252,7 +258,7 @@ class Report:
     ) -> Iterator[Row]:
         """The rows, period after period (a generator: rows are written while later ones are read)."""
         cuts = boundaries(begin, finish, step)
-        for (t0, t1), (traffic, unknown) in zip(zip(cuts, cuts[1:]), self.traffic(cuts)):
+        for (t0, t1), (traffic, unknown) in zip(zip(cuts, cuts[1:]), self.traffic(cuts, veids)):
             counted = classes if classes is not None else self.classes(t1)
             yield from rows(stamp(t0), stamp(t1), traffic, counted, self.quotas(t1), veids, unknown)
 
