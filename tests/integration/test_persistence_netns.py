@@ -198,8 +198,9 @@ def test_a_node_reboot_continues_the_totals(lab: NodeLab, procfs: Path) -> None:
     assert got[resets(lab)] >= 1
 
 
-def fake_vzlist(lab: NodeLab) -> tuple[str, Callable[[dict[str, list[str]]], None]]:
-    """A vzlist on the exporter's PATH, the config that uses it, and a way to change what it lists."""
+def fake_vzlist(lab: NodeLab, **sections: object) -> tuple[str, Callable[[dict[str, list[str]]], None]]:
+    """A vzlist on the exporter's PATH, the config that uses it (with more sections), and a way to change
+    what it lists."""
     fake = lab.workdir / "fakebin"
     fake.mkdir()
     listing = fake / "vzlist.json"
@@ -217,6 +218,7 @@ def fake_vzlist(lab: NodeLab) -> tuple[str, Callable[[dict[str, list[str]]], Non
         [],
         containers={"discovery": ["vzlist"], "refresh_interval": "1s"},
         state={**RARE, "file": str(lab.state_file)},
+        **sections,
     )
     return config, inventory
 

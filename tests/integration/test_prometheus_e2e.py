@@ -4,7 +4,8 @@ Everything runs inside the lab's node namespace, on its own loopback: the
 exporter (netfilter, Virtuozzo 9 nft counters and host-side interfaces), a
 Prometheus scraping it every second with the shipped rules, an Alertmanager,
 and a webhook receiver that writes down what it is sent.  Container 101 gets a
-tiny quota and sends over it; the others stay under theirs.
+tiny quota and sends over it; the others stay under theirs; container 104 is
+made while it all runs, and sends over its quota at once.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from netlab.lab import PEERS
+from netlab.lab import PEERS, default_containers
 from tests.dashboards import DASHBOARDS, load, queries
 
 from .conftest import EXPORTER, ROOT, NodeLab
 from .test_kernel_netns import VZ9_CLASSES, install_vz9_layout
+from .test_persistence_netns import fake_vzlist
 
 pytestmark = pytest.mark.netns
 
@@ -67,6 +69,10 @@ def query(lab: NodeLab, expr: str) -> list[dict[str, Any]]:
     assert answer["status"] == "success", (expr, answer)
     result: list[dict[str, Any]] = answer["data"]["result"]
     return result
+
+
+def _value(lab: NodeLab, expr: str) -> float:
+    return float(query(lab, expr)[0]["value"][1])
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
@@ -139,27 +145,22 @@ def test_quota_alert_reaches_alertmanager_and_every_dashboard_query_has_data(
     lab = kernel_lab
     ct101, ct102, ct103 = lab.containers
     install_vz9_layout(lab)
-    config = lab.write_config(
-        lab.containers,
+    ct104 = default_containers(lab.prefix, 4)[3]
+    config, inventory = fake_vzlist(
+        lab,
         netfilter={"backend": "nftables"},
         kernel={"nft_counters": True, "interfaces": True, "venetstat": False, "vznetstat": False},
         network_classes=VZ9_CLASSES,  # as the node's Virtuozzo 9 counts them
         quotas={
             "classes": [1],
             "default": {"out": "1GB", "total": "2GB"},
-            "containers": {ct101.veid: {"out": TINY}},
+            "containers": {ct101.veid: {"out": TINY}, ct104.veid: {"out": TINY}},
         },
     )
     lab.start_serve(config, "--log.level=warn", port=EXPORTER_PORT)
     received = start_monitoring(lab, tmp_path)
-
-    # The traffic must come after Prometheus holds a minute of history: what
-    # happened before its first scrape is not this month's to it.
-    wait_for(
-        "a minute of recorded history",
-        lambda: bool(query(lab, "instance_veid_direction:vz_traffic_quota_bytes:sum offset 1m")),
-        timeout=150,
-    )
+    month_to_date = "veid_direction:vz_traffic_quota_bytes:month_to_date"
+    wait_for("the first evaluation of the rules", lambda: bool(query(lab, month_to_date)), timeout=60)
     peering, world = PEERS["peering"][0], PEERS["world"][0]
     window_start = int(time.time())  # whole seconds, as RFC 3339 takes them
     sent = lab.send_udp(ct101.ns, ct101.ipv4, peering, 200, 1000)  # class 1: over its quota
@@ -168,23 +169,33 @@ def test_quota_alert_reaches_alertmanager_and_every_dashboard_query_has_data(
     lab.send_udp(ct103.ns, ct103.ipv4, world, 20, 500)  # class 0: does not count
     lab.send_udp(ct103.ns, ct103.ipv6, PEERS["peering"][1], 20, 500)
 
+    # A container made now: as soon as the exporter counts it, it sends over its quota.
+    lab.add_container(ct104)
+    inventory({ct.veid: [ct.ipv4, ct.ipv6] for ct in lab.containers})
+    counted = f'ip="{ct104.ipv4}",veid="{ct104.veid}"'  # its address series: our rules count it
+    wait_for("the new container's rules", lambda: counted in lab.scrape(EXPORTER_PORT)[1], 30)
+    sent104 = lab.send_udp(ct104.ns, ct104.ipv4, peering, 100, 1000)
+
     def delivered() -> list[dict[str, Any]]:
         alerts = []
         for line in received.read_text().splitlines():
             alerts += json.loads(line)["alerts"]
         return [a for a in alerts if a["labels"]["alertname"] == "VzTrafficQuotaExceeded"]
 
-    wait_for("VzTrafficQuotaExceeded at the webhook", lambda: bool(delivered()), timeout=200)
-    labels = {(a["labels"]["veid"], a["labels"]["direction"]) for a in delivered()}
-    assert labels == {(ct101.veid, "out")}
+    over = {(ct101.veid, "out"), (ct104.veid, "out")}
+    wait_for(
+        "VzTrafficQuotaExceeded at the webhook for 101 and 104",
+        lambda: {(a["labels"]["veid"], a["labels"]["direction"]) for a in delivered()} == over,
+        timeout=60,
+    )
     assert all(a["status"] == "firing" for a in delivered())
     firing = get(lab, f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/alerts")["data"]["alerts"]
     exceeded = [a["labels"] for a in firing if a["labels"]["alertname"] == "VzTrafficQuotaExceeded"]
-    assert [(a["veid"], a["direction"]) for a in exceeded] == [(ct101.veid, "out")]
-    month = query(
-        lab, f'veid_direction:vz_traffic_quota_bytes:month_to_date{{veid="{ct101.veid}",direction="out"}}'
-    )
-    assert TINY < float(month[0]["value"][1]) <= sent
+    assert {(a["veid"], a["direction"]) for a in exceeded} == over
+    # The month to date is what was sent, to the byte, once the last counts are in.
+    for ct, nbytes in ((ct101, sent), (ct104, sent104), (ct102, sent102)):
+        expr = f'{month_to_date}{{veid="{ct.veid}",direction="out"}}'
+        wait_for(f"the month to date of {ct.veid}", lambda e=expr, n=nbytes: _value(lab, e) == n, 10)  # type: ignore[misc]
 
     # report over the window: the bytes sent in the quota classes, to the byte, per container and direction.
     time.sleep(3)  # the last counts scraped (1 s) before the window's end
@@ -195,6 +206,8 @@ def test_quota_alert_reaches_alertmanager_and_every_dashboard_query_has_data(
         f"--from={rfc3339[0]}", f"--to={rfc3339[1]}", f'--selector={{job="{JOB}"}}', "--format=json",
     )  # fmt: skip
     rows = {(r["veid"], r["direction"]): r["bytes"] for r in json.loads(report.stdout)}
+    assert {r["complete"] for r in json.loads(report.stdout)} == {True}
+    assert rows[(ct104.veid, "out")] == sent104  # made in the window: counted from 0
     assert rows[(ct101.veid, "out")] == sent and rows[(ct101.veid, "in")] == 0
     assert rows[(ct102.veid, "out")] == sent102 and rows[(ct102.veid, "total")] == sent102
     assert rows[(ct103.veid, "out")] == 20 * (40 + 8 + 500)  # IPv6 to the peering peer; its class 0 left out
