@@ -274,3 +274,15 @@ def test_a_period_older_than_the_server_keeps_is_refused(
         assert code == 2 and out == "" and "the server keeps 15 days of samples" in err
     else:
         assert code == 0 and "keeps" not in err
+
+
+def test_the_page_says_which_containers_have_incomplete_rows() -> None:
+    from vz_traffic_exporter.report.formats import as_html
+
+    rows_ = [
+        Row("2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z", "101", "in", 5, None, 0, complete=False),
+        Row("2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z", "102", "in", 5, None, 0),
+    ]
+    page = as_html(rows_, "t")
+    assert page.count("(incomplete: a series had no known start)") == 1
+    assert page.index("<h2>101") < page.index("incomplete:") < page.index("<h2>102")

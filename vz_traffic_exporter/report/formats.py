@@ -91,6 +91,7 @@ def as_html(rows: Sequence[Row], title: str, about: Sequence[tuple[str, str]] = 
     quotas: dict[str, dict[str, Optional[int]]] = {}
     per_day: dict[str, dict[str, tuple[int, int]]] = {}
     days: list[str] = []
+    incomplete = {r.veid for r in rows if not r.complete}
     for r in rows:
         totals.setdefault(r.veid, {"in": 0, "out": 0, "total": 0})[r.direction] += r.bytes
         quotas.setdefault(r.veid, {})[r.direction] = r.quota_bytes
@@ -115,8 +116,11 @@ def as_html(rows: Sequence[Row], title: str, about: Sequence[tuple[str, str]] = 
                 f"<tr><td>{direction}</td><td>{nbytes}</td><td>{html.escape(_human(nbytes))}</td>"
                 f"<td>{'' if quota is None else quota}</td><td>{html.escape(over)}</td></tr>"
             )
+        note = ' <small class="incomplete">(incomplete: a series had no known start)</small>'
+        note = note if veid in incomplete else ""
         sections.append(
-            f'<section class="container"><h2>{html.escape(veid)}</h2><table><thead><tr>{head}</tr></thead>'
+            f'<section class="container"><h2>{html.escape(veid)}{note}</h2>'
+            f"<table><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(lines)}</tbody></table></section>"
         )
     ranked = sorted(totals, key=lambda v: (-totals[v]["total"], v))[:top]
