@@ -129,6 +129,7 @@ class Accumulator:
         # Per container, when its first series was made (from zero): everything it counted came after.
         # 0: not known (kept by a state file from before these were kept).
         self.created: dict[str, int] = {}
+        self._created_rows: tuple[int, tuple[tuple[str, int], ...]] = (-1, ())
         self.boot_id = boot_id
         # Bumped by every change that growth alone does not repeat: a counter
         # seen, forgotten or reset, a series made or dropped.  A read that
@@ -462,6 +463,15 @@ class Accumulator:
                 if rest not in found or found[rest][0] < seen:
                     found[rest] = (seen, key)
         return {rest: key for rest, (_, key) in found.items()}
+
+    def first_seen(self) -> tuple[tuple[str, int], ...]:
+        """(veid, when its first series was made) where known, sorted: the same object while no series came
+        or went."""
+        made, rows = self._created_rows
+        if made != self.series_made:
+            rows = tuple(sorted((veid, at) for veid, at in self.created.items() if at))
+            self._created_rows = (self.series_made, rows)
+        return rows
 
     def total(self, series: SeriesKey) -> tuple[int, int]:
         """(packets, bytes) accumulated for a series."""

@@ -440,7 +440,7 @@ class Exporter:
             statuses=tuple(timed.statuses),
             resets=tuple(sorted(self.accumulator.resets.items())),
             quotas=self.config.quotas,
-            created=tuple(sorted((veid, at) for veid, at in self.accumulator.created.items() if at)),
+            created=self.accumulator.first_seen(),
         )
 
     def save(self) -> None:

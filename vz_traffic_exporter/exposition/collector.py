@@ -166,7 +166,14 @@ _quota_labels = _labeller(["veid", "direction"])
 IP_BYTES, IP_PACKETS = SERIES_FAMILIES[:2]
 INFO = "vz_traffic_container_info"
 QUOTA = "vz_traffic_quota_bytes"
-TEXT_FAMILIES = (*SERIES_FAMILIES, INFO, QUOTA)  # written as text here, the rest by prometheus-client
+FIRST_SEEN = "vz_traffic_container_first_seen_timestamp_seconds"
+TEXT_FAMILIES = (
+    *SERIES_FAMILIES,
+    INFO,
+    QUOTA,
+    FIRST_SEEN,
+)  # written as text here, the rest by prometheus-client
+_veid_labels = _labeller(["veid"])
 
 
 class Renderer:
@@ -201,6 +208,10 @@ class Renderer:
             parts.append(self._kernel[1])
             parts.append(self._container_info(snap.inventory.containers))
             parts.append(self._quotas(snap.inventory.containers, snap.quotas))
+            created = snap.created
+            parts.append(
+                self._text(FIRST_SEEN, (created,), lambda: [(_veid_labels((v,)), at) for v, at in created])
+            )
             ip_classes = self._ip_classes
         registry = CollectorRegistry(auto_describe=False)
         registry.register(TrafficCollector(lambda: snap, ip_classes))
@@ -309,6 +320,4 @@ class TrafficCollector(Collector):
                 resets.setdefault(status.name, 0)
         for source, count in sorted(resets.items()):
             fam["vz_traffic_counter_resets_total"].add_metric([source], count)
-        for veid, at in snap.created:
-            fam["vz_traffic_container_first_seen_timestamp_seconds"].add_metric([veid], at)
         yield from (family for family in fam.values() if family.samples)
