@@ -344,23 +344,20 @@ def check_web_config(workdir: Path, rng: random.Random) -> None:
 
 def _state_seed() -> dict[str, Any]:
     acc = Accumulator("3c1f2e0a-0000-4000-8000-000000000001")
-    acc.update(
-        "iptables",
-        [
-            Observation(
-                ("managed", "out", 0, "192.0.2.11"), ("ip", "101", "192.0.2.11", "0", "out"), 3, 1500, epoch=9
-            ),
-            Observation(
-                ("nft_counters", "ve_101", "counter_i4_1"),
-                ("container", "nft_counters", "101", "1", "in", "ipv4"),
-                4,
-                400,
-            ),
-            Observation(
-                ("interfaces", "veth101.0", 7, "out"), ("interface", "101", "veth101.0", "out"), 5, 500
-            ),
-        ],
-    )
+    seen = [
+        Observation(
+            ("managed", "out", 0, "192.0.2.11"), ("ip", "101", "192.0.2.11", "0", "out"), 3, 1500, epoch=9
+        ),
+        Observation(
+            ("nft_counters", "ve_101", "counter_i4_1"),
+            ("container", "nft_counters", "101", "1", "in", "ipv4"),
+            4,
+            400,
+        ),
+        Observation(("interfaces", "veth101.0", 7, "out"), ("interface", "101", "veth101.0", "out"), 5, 500),
+    ]
+    acc.update("iptables", seen)
+    acc.update("iptables", seen[:2])  # the last one missing: a "missing" row, beside "created"
     return acc.to_state()
 
 
