@@ -281,7 +281,7 @@ class Exporter:
                 backend = self._backend(name)
                 if backend.installed():
                     if inventory is not None:
-                        self._account_before_change(name, backend.read()[1], inventory)
+                        self._account_netfilter(name, backend.read()[1], inventory, last_owners=True)
                     changes += backend.remove()
         return changes
 
@@ -297,7 +297,8 @@ class Exporter:
             inventory = self.discover_once()
         backend = self.rules()
         if read:
-            self._account_before_change(backend.name, backend.read()[1], inventory)
+            self._account_netfilter(backend.name, backend.read()[1], inventory, last_owners=True)
+        accounted = self._nf_readings  # this backend's, before another's read takes their place
         others = [name for name in BACKENDS if name != backend.name]
         removed = self.remove_rules(others, inventory)
         if removed:
@@ -307,7 +308,7 @@ class Exporter:
         nf = self.config.netfilter
         result = backend.sync(inventory.ips(), self.config.classes, nf.host_traffic)
         # Counters whose epoch was stamped again keep counting from where they are.
-        for r in self._nf_readings:
+        for r in accounted:
             if r.group in result.restamped:
                 self.accumulator.restamped(backend.name, r.counter, result.restamped[r.group])
         for counter, epoch in result.created:
@@ -628,7 +629,7 @@ class Exporter:
         if self.keep_rules and not backend.in_sync(
             current, inventory.ips(), self.config.classes, nf.host_traffic
         ):
-            self._account_before_change(name, readings, inventory)
+            self._account_netfilter(name, readings, inventory, last_owners=True)
             changes = self.sync_rules(inventory, read=False)
             log.info(
                 "%s: accounting objects were missing, stale or zeroed; %d changes applied", name, changes
@@ -636,10 +637,6 @@ class Exporter:
             self._account_netfilter(name, backend.read()[1], inventory)
         else:
             self._account_netfilter(name, readings, inventory)
-
-    def _account_before_change(self, name: str, readings: list[IpReading], inventory: Inventory) -> None:
-        """Account a read of objects about to be changed or removed (see :meth:`_account_netfilter`)."""
-        self._account_netfilter(name, readings, inventory, last_owners=True)
 
     def _account_netfilter(
         self, name: str, readings: list[IpReading], inventory: Inventory, last_owners: bool = False
