@@ -21,7 +21,8 @@ What it holds:
   final series for seven days and then stops exporting them;
 - 102's class 1 "in" series is reset just before the month boundary (its
   exporter lost its state) and counts again from 0;
-- 106 appears in mid-October, between two samples;
+- 106 appears in mid-October, between two samples; it and 105 on node-b
+  have the first-seen time their exporter made them at, so they count from 0;
 - node-b is not scraped for 50 minutes across an hour mark (its exporter
   was down): the traffic of those intervals is in its next sample;
 - quotas, and the quota classes 1 and 2.
@@ -55,6 +56,7 @@ GAP = (  # node-b's exporter is down: no samples at or after the first, before t
 )
 JOB = "vz-traffic"
 IP, KERNEL = "vz_traffic_ip_bytes_total", "vz_traffic_container_bytes_total"
+FIRST_SEEN = "vz_traffic_container_first_seen_timestamp_seconds"
 OFFSET = {"node-a": 0, "node-b": 7}  # s after START at which each instance is scraped
 BULK = 193  # containers with one address each: 1000 ... 1192
 PERIOD = 4093  # traffic pattern length (a prime: series with other phases do not line up)
@@ -158,6 +160,11 @@ class History:
                         metric, {**labels, "instance": instance}, offset, 0, 0, end[offset], constant=value
                     )
                 )
+        # The containers an exporter made within the history say when (105 on node-b, 106): from 0 there.
+        for veid, instance, made in (("105", "node-b", MIGRATE), ("106", "node-a", APPEAR)):
+            o = OFFSET[instance]
+            labels = {"veid": veid, "instance": instance}
+            self.series.append(Series(FIRST_SEEN, labels, o, index(made, o), 0, end[o], constant=int(made)))
 
     def _counter(
         self,
@@ -192,7 +199,7 @@ class History:
     def blocks(self) -> Iterator[str]:
         """One OpenMetrics text per two-hour block, in time order; the truth is whole once all are read."""
         families = ("vz_traffic_ip_bytes", "vz_traffic_container_bytes", "vz_traffic_quota_class_info",
-                    "vz_traffic_quota_bytes")  # fmt: skip
+                    "vz_traffic_quota_bytes", FIRST_SEEN)  # fmt: skip
         order = sorted(
             range(len(self.series)),
             key=lambda i: families.index(self.series[i].metric.removesuffix("_total")),

@@ -383,8 +383,8 @@ class Accumulator:
     def started(self, source: str, counter: CounterKey, epoch: Epoch = None) -> None:
         """A counter we have just created: it starts from zero."""
         counters = self._counters.get(source)
-        replaced = self._missing.get(source, {}).pop(counter, None) is not None
-        if replaced or (counters is not None and counter in counters.index()):
+        self._missing.get(source, {}).pop(counter, None)  # one gone before: its end was accounted then
+        if counters is not None and counter in counters.index():
             self.resets[source] += 1  # it replaces one we were reading
         self._set(source, counter, 0, 0, epoch)
         self.changes += 1

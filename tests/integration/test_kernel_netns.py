@@ -37,8 +37,7 @@ def container_series(text: str) -> dict[tuple[str, ...], float]:
         ): s.value
         for fam in text_string_to_metric_families(text)
         for s in fam.samples
-        if s.name.startswith(("vz_traffic_container_", "vz_traffic_interface_"))
-        and not s.name.endswith("_info")
+        if s.name.startswith(("vz_traffic_container_", "vz_traffic_interface_")) and s.name.endswith("_total")
     }
 
 
