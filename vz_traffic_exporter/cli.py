@@ -24,7 +24,7 @@ from typing import Optional, TextIO
 from . import __version__, privileges
 from .config import Config, ConfigError, load
 from .exporter import Exporter
-from .exposition import collector, http, webconfig
+from .exposition import Part, collector, http, webconfig
 from .netfilter import xtables
 from .runner import CommandError, Runner, SystemRunner
 from .state import NotOurs, StateFile
@@ -358,7 +358,7 @@ def _serve(
     renderer = collector.Renderer()
     exporter: Optional[Exporter] = None
 
-    def metrics() -> list[bytes]:
+    def metrics() -> list[Part]:
         assert exporter is not None  # no request is served before the exporter is made
         return renderer.parts(exporter.poll())
 

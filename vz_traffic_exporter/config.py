@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import yaml
 
-from .discovery.classes import (
+from .classes import (
     MAX_CLASS,
     ClassTable,
     IPNetwork,
@@ -28,12 +28,10 @@ from .discovery.classes import (
     parse_networks_classes,
 )
 from .files import read_text
+from .names import BACKEND_CHOICES, DISCOVERY_SOURCES, KERNEL_SOURCES
 
 DEFAULT_PATH = "/etc/vz-traffic-exporter/config.yaml"
 
-DISCOVERY_SOURCES = ("static", "vzlist", "prlctl", "veinfo")
-BACKENDS = ("auto", "iptables", "ipset", "nftables", "off")
-KERNEL_SOURCES = ("venetstat", "vznetstat", "nft_counters", "interfaces")
 
 # What this version implements; the rest of the contract's names are accepted
 # by the schema and refused with a clear message.
@@ -475,7 +473,9 @@ def _netfilter(c: _Checker, raw: Any) -> NetfilterConfig:
     section = c.mapping(raw, "netfilter", KEYS["netfilter"])
     raw_backend = section.get("backend")
     # YAML 1.1 reads an unquoted off as false: the documented word is meant.
-    backend = c.choice("off" if raw_backend is False else raw_backend, "netfilter.backend", BACKENDS, "auto")
+    backend = c.choice(
+        "off" if raw_backend is False else raw_backend, "netfilter.backend", BACKEND_CHOICES, "auto"
+    )
     manage = c.boolean(section.get("manage_rules"), "netfilter.manage_rules", True)
     if not manage and backend in ("ipset", "nftables"):
         c.problem(

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vz_traffic_exporter.accounting import Accumulator, Observation, SeriesKey
+from vz_traffic_exporter.accounting import Accumulator, Observation
+from vz_traffic_exporter.model import SeriesKey
 
 A = ("ip", "101", "192.0.2.11", "0", "out")
 B = ("ip", "102", "192.0.2.11", "0", "out")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vz_traffic_exporter.discovery.classes import ClassTable, NetworkClass, nesting
+from vz_traffic_exporter.classes import ClassTable, NetworkClass, nesting
 
 N = ipaddress.ip_network
 TABLE = ClassTable.build(

@@ -348,7 +348,7 @@ def test_gzip_members_of_unchanged_series_are_not_compressed_again(monkeypatch: 
         assert status.startswith("200")
         bodies.append(gzip.decompress(body))  # every member, in order
         counts.append(list(compressed))
-    parts = [part for part in renderer.parts(exporter.poll()) if part]
+    parts = [part.data for part in renderer.parts(exporter.poll()) if part.data]
     plain = b"".join(parts)
     assert (
         bodies[0].split(b"# HELP vz_traffic_class_info")[0] == plain.split(b"# HELP vz_traffic_class_info")[0]

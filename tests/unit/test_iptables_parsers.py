@@ -3,6 +3,14 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import fixture_text
+from vz_traffic_exporter.netfilter.iptables import (
+    ManagedReadings,
+    adopted_mark,
+    adopted_readings,
+    epochs,
+    managed_readings,
+    parse_adopted_spec,
+)
 from vz_traffic_exporter.netfilter.iptables_save import (
     ParseError,
     SavedRule,
@@ -12,14 +20,6 @@ from vz_traffic_exporter.netfilter.iptables_save import (
 )
 from vz_traffic_exporter.netfilter.layout import parse_epoch_spec
 from vz_traffic_exporter.netfilter.xtables import LEGACY, NFT, parse_version
-from vz_traffic_exporter.sources.iptables import (
-    ManagedReadings,
-    adopted_mark,
-    adopted_readings,
-    epochs,
-    managed_readings,
-    parse_adopted_spec,
-)
 
 
 def test_parse_save_keeps_chains_rules_and_counters() -> None:

@@ -5,8 +5,8 @@ import ipaddress
 import pytest
 
 from tests.conftest import FIXTURES, fixture_text
+from vz_traffic_exporter.classes import parse_networks_classes
 from vz_traffic_exporter.config import ConfigError, load
-from vz_traffic_exporter.discovery.classes import parse_networks_classes
 
 
 def test_shipped_default_file() -> None:

@@ -3,10 +3,11 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import FIXTURES, fixture_text
-from vz_traffic_exporter.discovery import Container, Inventory, kernel_veid, merge
+from vz_traffic_exporter.discovery import merge
 from vz_traffic_exporter.discovery.prlctl import parse_prlctl_json
 from vz_traffic_exporter.discovery.veinfo import parse_veinfo
 from vz_traffic_exporter.discovery.vzlist import parse_vzlist_json
+from vz_traffic_exporter.model import Container, Inventory, kernel_veid
 from vz_traffic_exporter.sources.interfaces import owner_by_name, read_interface
 from vz_traffic_exporter.sources.nft_counters import ctid_of_table, parse_nft_counters
 from vz_traffic_exporter.sources.venetstat import parse_venetstat

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from vz_traffic_exporter import config
+from vz_traffic_exporter import config, names
 from vz_traffic_exporter.privileges import NAMES, needed
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
@@ -21,8 +21,7 @@ def directive(name: str) -> list[str]:
 def test_the_units_capabilities_are_what_the_backends_need_and_no_more() -> None:
     wanted = {
         NAMES[cap]
-        for backend in config.BACKENDS
-        if backend not in ("auto", "off")
+        for backend in names.BACKENDS
         for legacy in (False, True)
         for cap in needed(backend, legacy)
     }

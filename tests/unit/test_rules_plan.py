@@ -3,7 +3,7 @@ from __future__ import annotations
 import ipaddress
 
 from tests.conftest import fixture_text
-from vz_traffic_exporter.discovery.classes import ClassTable, NetworkClass
+from vz_traffic_exporter.classes import ClassTable, NetworkClass
 from vz_traffic_exporter.netfilter.iptables_save import SavedRule, SavedTable, parse_iptables_save
 from vz_traffic_exporter.rules.iptables import Op, desired, new_counting_rules, new_epochs, plan
 

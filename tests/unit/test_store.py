@@ -18,7 +18,8 @@ from typing import Any, Optional
 
 import pytest
 
-from vz_traffic_exporter.accounting import SATURATED, Accumulator, Observation, SeriesKey
+from vz_traffic_exporter.accounting import SATURATED, Accumulator, Observation
+from vz_traffic_exporter.model import SeriesKey
 
 Row = tuple[tuple[str, int], Optional[SeriesKey], int, int, Optional[int]]  # counter, series, p, b, epoch
 SERIES: list[Optional[SeriesKey]] = [("ip", str(100 + i), f"192.0.2.{i}", "1", "in") for i in range(6)]

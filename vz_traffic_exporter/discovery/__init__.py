@@ -10,40 +10,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Callable, Protocol
+
+from ..model import Container, Inventory
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..runner import Runner
 
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Container:
-    veid: str  # the CTID: numeric VEID, CTID string or VM UUID; "0" is the host
-    name: str = ""
-    ips: tuple[str, ...] = ()
-    interfaces: tuple[str, ...] = ()  # host-side network devices
-
-
-def kernel_veid(ctid: str) -> int | None:
-    """The kernel's numeric VEID of a CTID (libvzctl ctid2veid), None if it has none.
-
-    Numeric CTIDs keep their number; a UUID (36 characters) uses its first 32
-    bits with the top bit cleared: fbb30afa-... -> 2075331322.
-    """
-    if ctid.isdigit():
-        return int(ctid)
-    if len(ctid) >= 36:
-        try:
-            return int(ctid[:8], 16) & 0x7FFFFFFF
-        except ValueError:
-            return None
-    return None
 
 
 class DiscoverySource(Protocol):
@@ -54,42 +31,7 @@ class DiscoverySource(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Inventory:
-    """Containers by veid, the owner of each address, and the addresses several containers claim."""
-
-    containers: Mapping[str, Container]
-    owners: Mapping[str, str]
-    conflicts: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
-
-    @classmethod
-    def empty(cls) -> Inventory:
-        return cls(MappingProxyType({}), MappingProxyType({}))
-
-    def ips(self) -> list[str]:
-        return list(self.owners)
-
-    @cached_property
-    def _ctid_by_kernel_veid(self) -> dict[str, str]:
-        by_veid: dict[str, str] = {}
-        for ctid in self.containers:
-            number = kernel_veid(ctid)
-            if number is not None:
-                by_veid.setdefault(str(number), ctid)
-        return by_veid
-
-    def ctid_of(self, kernel_id: str) -> str:
-        """The CTID for an id the kernel prints (a VEID number or a CTID)."""
-        if kernel_id in self.containers:
-            return kernel_id
-        return self._ctid_by_kernel_veid.get(kernel_id, kernel_id)
-
-    @cached_property
-    def interface_owners(self) -> dict[str, str]:
-        return {name: ct.veid for ct in self.containers.values() for name in ct.interfaces}
-
-
-def merge(results: Iterable[Sequence[Container]]) -> Inventory:
+def merge(results: Iterable[Sequence[Container]], generation: int = 0) -> Inventory:
     """Merge source results in order: the first name for a veid wins, addresses add up.
 
     An address that two or more containers claim belongs to none of them
@@ -115,7 +57,9 @@ def merge(results: Iterable[Sequence[Container]]) -> Inventory:
             containers[ct.veid] = Container(ct.veid, known.name or ct.name, tuple(ips), interfaces)
     owners = {ip: veids[0] for ip, veids in claims.items() if len(veids) == 1}
     conflicts = {ip: tuple(veids) for ip, veids in claims.items() if len(veids) > 1}
-    return Inventory(MappingProxyType(containers), MappingProxyType(owners), MappingProxyType(conflicts))
+    return Inventory(
+        MappingProxyType(containers), MappingProxyType(owners), MappingProxyType(conflicts), generation
+    )
 
 
 def report_conflicts(before: Mapping[str, tuple[str, ...]], now: Mapping[str, tuple[str, ...]]) -> None:

@@ -8,8 +8,8 @@ import re
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
+from ..model import Container
 from ..runner import Runner
-from . import Container
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

@@ -9,7 +9,7 @@ CTID of a container, the UUID of a VM).  Needs root.
 
 from __future__ import annotations
 
-from . import Container
+from ..model import Container
 from .parsing import CommandDiscovery, canonical_addresses, json_list, name_of, text_of
 
 ARGV = ("prlctl", "list", "-a", "-j", "-o", "uuid,envid,name,type,ip")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import Container
+from ..model import Container
 
 if TYPE_CHECKING:
     from ..config import StaticContainer

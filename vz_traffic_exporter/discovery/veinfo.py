@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from ..files import read_bytes
-from . import Container
+from ..model import Container
 from .parsing import canonical_addresses
 
 MAX_SIZE = 64 << 20  # bytes

@@ -8,7 +8,7 @@ the configured ones of stopped containers.  Needs root.
 
 from __future__ import annotations
 
-from . import Container
+from ..model import Container
 from .parsing import CommandDiscovery, canonical_addresses, json_list, name_of, text_of
 
 ARGV = ("vzlist", "-a", "-j", "-o", "ctid,name,ip")

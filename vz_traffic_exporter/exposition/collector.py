@@ -22,11 +22,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from ..accounting import SeriesKey, SeriesRow
-from ..config import DISCOVERY_SOURCES, QuotaConfig
-from ..discovery import Container
+from ..config import QuotaConfig
 from ..discovery.parsing import text_of
-from ..exporter import Snapshot
+from ..model import Container, SeriesKey, SeriesRow, Snapshot
+from ..names import DISCOVERY_SOURCES
+from . import Part
 
 IP_LABELS = ["veid", "ip", "class", "direction"]
 CONTAINER_LABELS = ["veid", "class", "direction", "family"]
@@ -188,47 +188,58 @@ class Renderer:
         self._keys: list[SeriesKey] = []  # the address series of the last scrape, in order
         self._labels: list[str] = []  # and their label text
         self._ip_classes: set[int] = set()  # and their classes
-        self._ip_text: tuple[Sequence[SeriesRow], list[bytes]] = ((), [])  # address rows, and their text
-        self._kernel: tuple[list[str], bytes] = ([], b"")  # the kernel series' text, and its bytes
-        self._texts: dict[str, tuple[tuple[object, ...], bytes]] = {}  # family -> (its inputs, its text)
+        self._made: dict[str, tuple[tuple[object, ...], list[Part]]] = {}  # part -> (its inputs, its parts)
+        self._serial = 0  # the token of the last part written
         self._lock = threading.Lock()
 
     def __call__(self, snap: Snapshot) -> bytes:
-        return b"".join(self.parts(snap))
+        return b"".join([part.data for part in self.parts(snap)])
 
-    def parts(self, snap: Snapshot) -> list[bytes]:
-        """The exposition in parts, each the very same object as last time when none of its lines changed:
+    def parts(self, snap: Snapshot) -> list[Part]:
+        """The exposition in parts, each with the same token as last time when none of its lines changed:
         the address series' bytes and packets (tens of thousands of lines on a large node), the kernel
-        series, the container info, the quotas, and the few families the library writes."""
+        series, the container info, the quotas, the first-seen times, and the few families the library
+        writes.  A part is written again only when the snapshot's tokens of its inputs moved."""
+        tokens = snap.tokens
         with self._lock:
-            parts = self._ip_series(snap)
-            kernel = [_series_text(name, rows) for name, rows in _kernel_rows(snap).items() if rows]
-            if kernel != self._kernel[0]:
-                self._kernel = (kernel, "".join(kernel).encode())
-            parts.append(self._kernel[1])
-            parts.append(self._container_info(snap.inventory.containers))
-            parts.append(self._quotas(snap.inventory.containers, snap.quotas))
+            if not snap.ip_series:
+                self._keys, self._labels, self._ip_classes = [], [], set()
+            parts = self._kept(
+                "ip", (tokens.ip, len(snap.ip_series)), lambda: self._ip_text_of(snap.ip_series)
+            )
+            parts += self._kept(
+                "kernel", (tokens.containers, tokens.interfaces), lambda: [_kernel_text(snap)]
+            )
+            containers = snap.inventory.containers
+            parts += self._kept("info", (tokens.inventory,), lambda: [_info_text(containers)])
+            parts += self._kept(
+                "quotas", (tokens.inventory, snap.quotas), lambda: [_quota_text(containers, snap.quotas)]
+            )
             created = snap.created
-            parts.append(
-                self._text(FIRST_SEEN, (created,), lambda: [(_veid_labels((v,)), at) for v, at in created])
+            parts += self._kept(
+                "first_seen",
+                (tokens.created,),
+                lambda: [_family_text(FIRST_SEEN, [(_veid_labels((v,)), at) for v, at in created])],
             )
             ip_classes = self._ip_classes
         registry = CollectorRegistry(auto_describe=False)
         registry.register(TrafficCollector(lambda: snap, ip_classes))
-        parts.append(generate_latest(registry))
+        parts.append(Part("library", None, generate_latest(registry)))
         return parts
 
-    def _ip_series(self, snap: Snapshot) -> list[bytes]:
-        rows = snap.ip_series
-        if not rows:
-            self._keys, self._labels, self._ip_classes = [], [], set()
-            return []
-        if rows != self._ip_text[0]:  # else the same rows (mostly the same objects): the same text
-            self._ip_text = (rows, self._ip_text_of(rows))
-        return list(self._ip_text[1])  # the caller adds to it
+    def _kept(self, name: str, inputs: tuple[object, ...], make: Callable[[], list[bytes]]) -> list[Part]:
+        """A part's pieces as last written, or written again when an input is not known (None) or moved."""
+        cached = self._made.get(name)
+        if cached is None or cached[0] != inputs or None in inputs:
+            self._serial += 1
+            pieces = [Part(f"{name}{i}", self._serial, data) for i, data in enumerate(make()) if data]
+            cached = self._made[name] = (inputs, pieces)
+        return list(cached[1])
 
     def _ip_text_of(self, rows: Sequence[SeriesRow]) -> list[bytes]:
         """Every line written anew from the rows; only the label text is kept between scrapes."""
+        if not rows:
+            return []
         keys = [row[0] for row in rows]
         if keys != self._keys:
             known = dict(zip(self._keys, self._labels))
@@ -238,34 +249,28 @@ class Renderer:
         labels = self._labels
         return [_lines(IP_BYTES, labels, rows, 2), _lines(IP_PACKETS, labels, rows, 1)]
 
-    def _text(
-        self, family: str, inputs: tuple[object, ...], rows: Callable[[], list[tuple[str, float]]]
-    ) -> bytes:
-        """A family's text, written again only when one of its inputs is another object than last time."""
-        cached = self._texts.get(family)
-        if cached is None or any(a is not b for a, b in zip(cached[0], inputs)):
-            found = rows()
-            cached = (inputs, _series_text(family, found).encode() if found else b"")
-            self._texts[family] = cached
-        return cached[1]
 
-    def _container_info(self, containers: Mapping[str, Container]) -> bytes:
-        return self._text(
-            INFO,
-            (containers,),
-            lambda: [(_info_labels((veid, ct.name)), 1) for veid, ct in sorted(containers.items())],
-        )
+def _family_text(family: str, rows: list[tuple[str, float]]) -> bytes:
+    return _series_text(family, rows).encode() if rows else b""
 
-    def _quotas(self, containers: Mapping[str, Container], quotas: QuotaConfig) -> bytes:
-        return self._text(
-            QUOTA,
-            (containers, quotas),
-            lambda: [
-                (_quota_labels((veid, direction)), int(size))
-                for veid in sorted({*containers, *quotas.containers})
-                for direction, size in quotas.of(veid).items()
-            ],
-        )
+
+def _kernel_text(snap: Snapshot) -> bytes:
+    return "".join([_series_text(name, rows) for name, rows in _kernel_rows(snap).items() if rows]).encode()
+
+
+def _info_text(containers: Mapping[str, Container]) -> bytes:
+    return _family_text(INFO, [(_info_labels((veid, ct.name)), 1) for veid, ct in sorted(containers.items())])
+
+
+def _quota_text(containers: Mapping[str, Container], quotas: QuotaConfig) -> bytes:
+    return _family_text(
+        QUOTA,
+        [
+            (_quota_labels((veid, direction)), int(size))
+            for veid in sorted({*containers, *quotas.containers})
+            for direction, size in quotas.of(veid).items()
+        ],
+    )
 
 
 def render(snap: Snapshot) -> bytes:

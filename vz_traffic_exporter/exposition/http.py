@@ -28,6 +28,7 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
+from . import Part
 from .webconfig import Authenticator, WebConfig, WebConfigWatcher
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ DEFAULT_MAX_REQUESTS = 40
 METHODS = ("GET", "HEAD")
 
 
-Body = Union[bytes, Sequence[bytes]]  # the exposition, whole or in parts (a part unchanged: the same object)
+Body = Union[bytes, Sequence[Part]]  # the exposition, whole or in parts (see Part)
 
 
 def make_app(
@@ -123,23 +124,26 @@ def _authorised(auth: Authenticator, config: WebConfig, header: str) -> bool:
 
 
 class _Gzip:
-    """gzip of a body's parts, one gzip member each: a part that is the same object as last time is not
+    """gzip of a body's parts, one gzip member each: a part with the name and token it had last time is not
     compressed again.  Clients read the members as one stream (RFC 1952 section 2.2)."""
 
     def __init__(self) -> None:
-        self._last: dict[int, tuple[bytes, bytes]] = {}
+        self._last: dict[str, tuple[int, bytes]] = {}  # part name -> (its token, its gzip member)
         self._lock = threading.Lock()
 
-    def __call__(self, parts: Sequence[bytes]) -> list[bytes]:
+    def __call__(self, parts: Sequence[Part]) -> list[bytes]:
         with self._lock:
             made = {}
             out = []
             for part in parts:
-                cached = self._last.get(id(part))
-                if cached is None or cached[0] is not part:
-                    cached = (part, gzip.compress(part, compresslevel=1, mtime=0))
-                made[id(part)] = cached
-                out.append(cached[1])
+                cached = self._last.get(part.name)
+                if cached is not None and part.token is not None and cached[0] == part.token:
+                    member = cached[1]
+                else:
+                    member = gzip.compress(part.data, compresslevel=1, mtime=0)
+                if part.token is not None:
+                    made[part.name] = (part.token, member)
+                out.append(member)
             self._last = made
             return out
 
@@ -158,11 +162,13 @@ def _routes(metrics: Callable[[], Body], telemetry_path: str) -> WSGIApp:
         path = environ.get("PATH_INFO") or "/"
         if path == telemetry_path:
             body = metrics()
-            parts = [body] if isinstance(body, bytes) else [part for part in body if part]
+            pieces = [Part("body", None, body)] if isinstance(body, bytes) else [p for p in body if p.data]
             headers = [("Content-Type", CONTENT_TYPE_LATEST)]
             if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
-                parts = compress(parts)
+                parts = compress(pieces)
                 headers.append(("Content-Encoding", "gzip"))
+            else:
+                parts = [piece.data for piece in pieces]
             start_response("200 OK", [*headers, ("Content-Length", str(sum(map(len, parts))))])
             return parts
         if path == "/":

@@ -17,7 +17,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
-from ..sources import counter_value
+from ..model import counter_value
 
 
 class ParseError(ValueError):

@@ -11,9 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
-from ..accounting import CounterKey
-from ..discovery.classes import ClassTable
-from ..sources import IpReading
+from ..classes import ClassTable
+from ..model import CounterKey, IpReading
 
 
 @dataclass(frozen=True)

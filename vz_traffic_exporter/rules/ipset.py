@@ -33,15 +33,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..accounting import CounterKey
-from ..discovery.classes import ClassTable
+from ..classes import ClassTable
+from ..model import CounterKey, IpReading, canonical_ip, counter_value
 from ..netfilter import nlipset, nlnft
 from ..netfilter.iptables_save import SavedTable, SaveParser
 from ..netfilter.layout import stamp_of
 from ..netfilter.netlink import Fallback
 from ..netfilter.xtables import FAMILIES, NFT, Xtables, detect
 from ..runner import Runner, SystemRunner, output_of
-from ..sources import IpReading, canonical_ip, counter_value
 from . import SyncResult
 from .iptables import FilterTables, Op, RestoreWriter, Ruleset, plan, remove_family
 

@@ -30,14 +30,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
-from ..accounting import CounterKey
-from ..discovery.classes import ClassTable
+from ..classes import ClassTable
+from ..model import CounterKey, IpReading
 from ..netfilter import layout
+from ..netfilter.iptables import IptablesReader, epoch_group
 from ..netfilter.iptables_save import SavedTable, parse_iptables_save
 from ..netfilter.xtables import FAMILIES, LEGACY, NFT, Xtables
 from ..runner import Runner, output_of
-from ..sources import IpReading
-from ..sources.iptables import IptablesSource, epoch_group
 from . import SyncResult
 
 log = logging.getLogger(__name__)
@@ -473,7 +472,7 @@ class IptablesRules:
         if writer is None:
             writer = LibiptcWriter() if xtables.variant == LEGACY else RestoreWriter(runner)
         self.writer = writer
-        self._source = IptablesSource(runner, adopted=False, xtables=xtables)
+        self._source = IptablesReader(runner, adopted=False, xtables=xtables)
         self._tables = FilterTables(runner, lambda: xtables.variant)
         self._in_sync: Optional[tuple[object, list[Ruleset], bool]] = None
 

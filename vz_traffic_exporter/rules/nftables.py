@@ -38,12 +38,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..accounting import CounterKey
-from ..discovery.classes import ClassTable
+from ..classes import ClassTable
+from ..model import CounterKey, IpReading, canonical_ip, counter_value
 from ..netfilter import nlnft
 from ..netfilter.netlink import Fallback
 from ..runner import CommandError, Runner, SystemRunner, output_of
-from ..sources import IpReading, canonical_ip, counter_value
 from . import SyncResult
 
 log = logging.getLogger(__name__)

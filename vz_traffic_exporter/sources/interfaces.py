@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 
 from ..files import read_text
-from . import InterfaceReading, counter_value
+from ..model import InterfaceReading, counter_value
 
 _LEGACY_VETH = re.compile(r"^veth(\d+)\.\d+$")
 STATS = (("rx", "out"), ("tx", "in"))

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import re
 
+from ..model import ContainerReading, Unique, counter_value
 from ..runner import Runner, output_of
-from . import ContainerReading, Unique, counter_value
 
 ARGV = ("nft", "-j", "list", "ruleset", "netdev")
 _TABLE = re.compile(r"^ve_([0-9A-Za-z_.-]+)$")

@@ -12,7 +12,7 @@ import os
 import re
 
 from ..files import read_text
-from . import ContainerReading, Unique, counter_value
+from ..model import ContainerReading, Unique, counter_value
 
 FILES = {"ipv4": "venetstat", "ipv6": "venetstat_v6"}
 MAX_SIZE = 64 << 20  # bytes: about 700 a container

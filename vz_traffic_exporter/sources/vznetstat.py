@@ -14,8 +14,8 @@ versions); ``-r`` style K/M/G values are refused, they are not exact.
 
 from __future__ import annotations
 
+from ..model import ContainerReading, Unique, counter_value
 from ..runner import Runner
-from . import ContainerReading, Unique, counter_value
 
 ARGV = {"ipv4": ("vznetstat", "-4", "-a"), "ipv6": ("vznetstat", "-6", "-a")}
 # Virtuozzo 9's vznetstat reads the nft packet counts with json-c's json_object_get_int: they

@@ -20,11 +20,11 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..netfilter import layout
-from ..netfilter.iptables_save import SavedRule, SavedTable, SaveParser
-from ..netfilter.xtables import FAMILIES, Xtables
+from ..model import IpReading
 from ..runner import Runner
-from . import IpReading
+from . import layout
+from .iptables_save import SavedRule, SavedTable, SaveParser
+from .xtables import FAMILIES, Xtables
 
 log = logging.getLogger(__name__)
 _tuple = tuple.__new__
@@ -194,7 +194,7 @@ class IptablesRead:
     readings: list[IpReading]
 
 
-class IptablesSource:
+class IptablesReader:
     name = "iptables"
 
     def __init__(self, runner: Runner, adopted: bool, xtables: Optional[Xtables] = None) -> None:
