@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import pytest
 
@@ -25,9 +25,12 @@ class ReplayRunner:
         self,
         outputs: dict[tuple[str, ...], Union[str, CommandError]],
         installed: Sequence[str] = ("iptables", "ip6tables"),
+        netlink: Optional[Callable[[], Any]] = None,
     ) -> None:
+        """netlink: what opens the netlink sockets (a scripted kernel's); None: the tools' text only."""
         self.outputs = outputs
         self.installed = set(installed)
+        self._netlink = netlink
         self.calls: list[tuple[tuple[str, ...], Optional[str]]] = []
         self.timeouts: dict[tuple[str, ...], Optional[float]] = {}  # argv -> the timeout it was run with
 
@@ -48,6 +51,9 @@ class ReplayRunner:
 
     def which(self, program: str) -> Optional[str]:
         return f"/usr/sbin/{program}" if program in self.installed else None
+
+    def netlink(self) -> Optional[Callable[[], Any]]:
+        return self._netlink
 
 
 NFT_VERSION = "iptables v1.8.9 (nf_tables)\n"

@@ -1,21 +1,28 @@
-"""The one door to the outside world: every external command runs through here.
+"""The one door to the outside world: every external command and netlink socket goes through here.
 
 A :class:`Runner` runs argv lists with a timeout and ``LC_ALL=C`` and returns
 the captured output; a failure raises :class:`CommandError` carrying argv,
-exit code and stderr.  Sources and rule backends take a runner as a parameter,
-so tests can inject one that replays captured output.
+exit code and stderr.  It also opens the NETLINK_NETFILTER sockets that the
+netlink readers speak over (:meth:`Runner.netlink`; None: read with the
+tools' text instead).  Sources and rule backends take a runner as a
+parameter, so tests can inject one that replays captured output, or a
+scripted kernel socket.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 DEFAULT_TIMEOUT = 10.0
+NETLINK_NETFILTER = 12  # linux/netlink.h
+NETLINK_TIMEOUT = 10.0  # s without a netlink message: then it is an error (the tools' text is read instead)
+Netlink = Callable[[], Any]  # opens a NETLINK_NETFILTER socket, bound, with a timeout
 
 
 class CommandError(Exception):
@@ -63,12 +70,17 @@ class Runner(Protocol):
         """Return the path of program if it is installed."""
         ...
 
+    def netlink(self) -> Optional[Netlink]:
+        """What opens netfilter netlink sockets, or None: read with the tools' text only."""
+        ...
+
 
 @dataclass
 class SystemRunner:
-    """Runs real commands."""
+    """Runs real commands, and opens real netlink sockets (unless use_netlink is False)."""
 
     timeout: float = DEFAULT_TIMEOUT
+    use_netlink: bool = True
 
     def run(
         self, argv: Sequence[str], *, stdin: Optional[str] = None, timeout: Optional[float] = None
@@ -98,3 +110,17 @@ class SystemRunner:
 
     def which(self, program: str) -> Optional[str]:
         return shutil.which(program)
+
+    def netlink(self) -> Optional[Netlink]:
+        return _open_netlink if self.use_netlink else None
+
+
+def _open_netlink() -> Any:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    try:
+        sock.settimeout(NETLINK_TIMEOUT)
+        sock.bind((0, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -23,11 +23,13 @@ BOTH = f"""
 import json, subprocess, sys
 sys.path.insert(0, {str(ROOT)!r})
 from vz_traffic_exporter.netfilter import nlipset
+from vz_traffic_exporter.netfilter.netlink import sessions
+from vz_traffic_exporter.runner import SystemRunner
 from vz_traffic_exporter.rules.ipset import SET_PREFIX, parse_ipset_save
 from vz_traffic_exporter.netfilter.layout import stamp_of
 netlink = {{
     name: [kind, {{e: [p, b, None if c is None else stamp_of(c)] for e, (p, b, c) in found.items()}}]
-    for name, (kind, found) in nlipset.dump(SET_PREFIX).items()
+    for name, (kind, found) in nlipset.dump(SET_PREFIX, sessions(SystemRunner().netlink())).items()
 }}
 saved = {{
     name: [s.type, {{e: list(v) for e, v in s.elements.items()}}]

@@ -19,7 +19,7 @@ import dataclasses, json, subprocess, sys
 sys.path.insert(0, {str(ROOT)!r})
 from vz_traffic_exporter.rules.nftables import NftablesRules
 from vz_traffic_exporter.runner import SystemRunner
-readings = [dataclasses.asdict(NftablesRules(SystemRunner(), netlink=n).current()) for n in (True, False)]
+readings = [dataclasses.asdict(NftablesRules(SystemRunner(use_netlink=n)).current()) for n in (True, False)]
 print(json.dumps(readings))
 """
 

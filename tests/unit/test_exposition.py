@@ -205,6 +205,9 @@ def test_concurrent_scrapes_never_read_the_kernel_twice_at_once() -> None:
         def which(self, program: str) -> Any:
             return inner.which(program)
 
+        def netlink(self) -> Any:
+            return None
+
     exporter = Exporter(load(LAB), SlowRunner(), procfs=EMPTY_ROOT, sysfs=EMPTY_ROOT)
     app = http.make_app(lambda: collector.render(exporter.poll()), "/metrics")
     results: list[str] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,19 @@ from tests.conftest import ReplayRunner, fixture_text, hostile_outcomes
 from vz_traffic_exporter.netfilter import nlipset
 from vz_traffic_exporter.netfilter.netlink import Unknown
 from vz_traffic_exporter.rules.ipset import IpsetRules
+
+
+def no_socket() -> Any:
+    """The netlink door of a test whose reads are scripted above it: no socket is opened."""
+    raise AssertionError("this test opens no netlink socket")
+
+
+class Unused:
+    """A netlink socket that nothing speaks over (the reads above it are scripted): it can only be closed."""
+
+    def close(self) -> None:
+        pass
+
 
 NESTED, NET_ORDER = 0x8000, 0x4000
 
@@ -155,8 +169,10 @@ def test_a_dump_it_cannot_read_falls_back_to_ipset_save_and_says_so_once(
     monkeypatch.setattr(nlipset.SetReader, "__call__", unknown)
     save = fixture_text("cmd/ipset-save.txt")
     tables = {(tool, "-t", "filter"): "" for tool in ("iptables-save", "ip6tables-save")}
-    runner = ReplayRunner({("ipset", "save"): save, **tables}, installed=("ipset", "iptables", "ip6tables"))
-    rules = IpsetRules(runner, variant=lambda: "nft", netlink=True)
+    runner = ReplayRunner(
+        {("ipset", "save"): save, **tables}, installed=("ipset", "iptables", "ip6tables"), netlink=no_socket
+    )
+    rules = IpsetRules(runner, variant=lambda: "nft")
     first = rules.read()[1]
     again = rules.read()[1]
     assert len(first) == 16 and [(r.ip, r.bytes) for r in first] == [(r.ip, r.bytes) for r in again]
@@ -171,19 +187,20 @@ def test_the_filter_tables_are_read_again_only_when_the_ruleset_generation_chang
 ) -> None:
     from vz_traffic_exporter.netfilter import nlnft
 
-    monkeypatch.setattr(nlipset, "dump", lambda prefix: {"vztraffic4-out-1": ("hash:ip", {})})
+    monkeypatch.setattr(nlipset.SetReader, "__call__", lambda reader: nlipset.SetDump(reader.prefix, {}))
     generations = iter([5, 5, 6, 6])
-    monkeypatch.setattr(nlnft, "generation", lambda: next(generations))
+    monkeypatch.setattr(nlnft, "generation", lambda session: next(generations))
     tables = {(tool, "-t", "filter"): "" for tool in ("iptables-save", "ip6tables-save")}
-    runner = ReplayRunner(tables, installed=("ipset", "iptables", "ip6tables"))
-    rules = IpsetRules(runner, variant=lambda: "nf_tables", netlink=True)
+    runner = ReplayRunner(tables, installed=("ipset", "iptables", "ip6tables"), netlink=Unused)
+    rules = IpsetRules(runner, variant=lambda: "nf_tables")
     saves = []
     for _ in range(4):
         rules.read()
         saves.append(sum(1 for argv, _ in runner.calls if argv[0].endswith("-save")))
     assert saves == [2, 2, 4, 4]  # both families at the first read and after the generation moved
     legacy = IpsetRules(
-        ReplayRunner(tables, installed=("ipset", "iptables", "ip6tables")), lambda: "legacy", True
+        ReplayRunner(tables, installed=("ipset", "iptables", "ip6tables"), netlink=no_socket),
+        lambda: "legacy",
     )
     legacy.read()
     legacy.read()

@@ -15,16 +15,16 @@ import struct
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable, Optional, TypeVar
 
+from ..runner import Netlink
+
 log = logging.getLogger(__name__)
 
-NETLINK_NETFILTER = 12
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x4, 0x10, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
 MAX_ELEMENTS = 4_000_000  # per read
 MAX_BYTES = 1 << 30  # of messages per read
-TIMEOUT = 10.0  # s without a message
 
 HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
 NLA = struct.Struct("=HH")
@@ -111,12 +111,8 @@ def records(
 class Session:
     """One NETLINK_NETFILTER socket, request after request (a context manager)."""
 
-    def __init__(self, sock: Optional[Any] = None) -> None:
-        """sock: the socket to speak over (by default a new NETLINK_NETFILTER one)."""
-        if sock is None:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-            sock.settimeout(TIMEOUT)
-            sock.bind((0, 0))
+    def __init__(self, sock: Any) -> None:
+        """sock: the socket to speak over (a runner's :meth:`~..runner.Runner.netlink` opens one)."""
         self.sock = sock
         self.sequence = int.from_bytes(os.urandom(4), "little") or 1
         self.buffer = bytearray(1 << 20)
@@ -205,3 +201,8 @@ class Fallback:
             log.info("%s over netlink works again", self.what)
             self.failed = ""
         return found
+
+
+def sessions(opener: Netlink) -> Callable[[], Session]:
+    """Sessions over the sockets a runner opens (:meth:`~..runner.Runner.netlink`)."""
+    return lambda: Session(opener())

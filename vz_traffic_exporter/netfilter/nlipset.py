@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import socket
-from typing import Optional
+from typing import Callable, Optional
 
 from .netlink import (
     MAX_ELEMENTS,
@@ -236,8 +236,9 @@ class SetReader:
     """Dumps of our sets one after another: a message that holds what it held in the dump before is not
     decoded again (the element counters of idle containers do not move)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, session: Callable[[], Session]) -> None:
         self.prefix = prefix
+        self.session = session
         self._known: Chunks = {}
 
     def __call__(self) -> SetDump:
@@ -245,7 +246,7 @@ class SetReader:
         this reader does not decode."""
         self._known, known = {}, self._known  # a read that fails forgets the dump before
         found = SetDump(self.prefix, known)
-        with Session() as session:
+        with self.session() as session:
             session.ask(
                 (NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_SAVE,
                 socket.AF_INET,
@@ -258,6 +259,6 @@ class SetReader:
         return found
 
 
-def dump(prefix: str) -> dict[str, tuple[str, Elements]]:
+def dump(prefix: str, session: Callable[[], Session]) -> dict[str, tuple[str, Elements]]:
     """Every set whose name starts with prefix: name -> (type, element -> (packets, bytes, comment))."""
-    return SetReader(prefix)().sets
+    return SetReader(prefix, session)().sets

@@ -71,11 +71,8 @@ def _ours(kind: int) -> bool:
     return kind >> 8 == NFNL_SUBSYS_NFTABLES
 
 
-def generation(session: Optional[Session] = None) -> int:
+def generation(session: Session) -> int:
     """The nf_tables ruleset's generation: it changes with every change of any table (iptables-nft's too)."""
-    if session is None:
-        with Session() as own:
-            return generation(own)
     found: list[int] = []
 
     def gen(data: bytes, at: int, end: int) -> None:
@@ -91,7 +88,7 @@ def generation(session: Optional[Session] = None) -> int:
     return found[0]
 
 
-def read_table(family: str, name: str, session: Callable[[], Session] = Session) -> Table:
+def read_table(family: str, name: str, session: Callable[[], Session]) -> Table:
     """The table ``family name``: its handle, chains, maps, and sets with their elements' counters.
 
     One consistent read: its requests are bracketed by the ruleset's generation, and made again once when

@@ -38,9 +38,9 @@ from ..model import CounterKey, IpReading, canonical_ip, counter_value
 from ..netfilter import nlipset, nlnft
 from ..netfilter.iptables_save import SavedTable, SaveParser
 from ..netfilter.layout import stamp_of
-from ..netfilter.netlink import Fallback
+from ..netfilter.netlink import Fallback, Session, sessions
 from ..netfilter.xtables import FAMILIES, NFT, Xtables, detect
-from ..runner import Runner, SystemRunner, output_of
+from ..runner import Runner, output_of
 from . import SyncResult
 from .iptables import FilterTables, Op, RestoreWriter, Ruleset, plan, remove_family
 
@@ -327,20 +327,24 @@ def plan_rules(
 _wanted = functools.lru_cache(maxsize=4)(desired)
 
 
+def _generation(session: Callable[[], Session]) -> int:
+    with session() as one:
+        return nlnft.generation(one)
+
+
 class IpsetRules:
     name = "ipset"
 
-    def __init__(
-        self, runner: Runner, variant: Optional[Callable[[], str]] = None, netlink: Optional[bool] = None
-    ) -> None:
-        """variant: the host's iptables (LEGACY or NFT), asked when a table may have to be made;
-        netlink: read the sets over netlink (default: when the runner runs real commands)."""
+    def __init__(self, runner: Runner, variant: Optional[Callable[[], str]] = None) -> None:
+        """variant: the host's iptables (LEGACY or NFT), asked when a table may have to be made.  The sets
+        are read over netlink where the runner opens netlink sockets, else with ``ipset save``."""
         self.runner = runner
         self._filter = FilterTables(runner, variant or functools.cache(lambda: detect(runner).variant))
         self._reader = SaveReader()
-        self._netlink = isinstance(runner, SystemRunner) if netlink is None else netlink
+        opener = runner.netlink()
+        self._sessions = None if opener is None else sessions(opener)
         self._over_netlink = Fallback("ipset", "ipset save")
-        self._dump = nlipset.SetReader(SET_PREFIX)
+        self._dump = None if self._sessions is None else nlipset.SetReader(SET_PREFIX, self._sessions)
         # id(elements of one message) -> (them, their set, their values, their readings), of the last read
         self._made: dict[int, tuple[nlipset.Elements, str, dict[str, Values], list[IpReading]]] = {}
         self._generation = Fallback("the nf_tables generation", "iptables-save at every read")
@@ -361,7 +365,7 @@ class IpsetRules:
 
     def _sets(self) -> tuple[dict[str, IpsetState], list[IpReading]]:
         """Our sets and the counting sets' readings: over netlink where it works, else from ``ipset save``."""
-        dumped = self._over_netlink(self._dump) if self._netlink else None
+        dumped = None if self._dump is None else self._over_netlink(self._dump)
         if dumped is not None:
             return self._from_dump(dumped)
         return self._reader.read(self.runner.run(("ipset", "save")))
@@ -394,8 +398,8 @@ class IpsetRules:
         """The filter tables, for our rules: read again only when the nf_tables ruleset changed since (with
         iptables-nft and netlink; legacy iptables has no generation to ask: read every time)."""
         generation = None
-        if self._netlink and self._filter.variant() == NFT:
-            generation = self._generation(nlnft.generation)
+        if self._sessions is not None and self._filter.variant() == NFT:
+            generation = self._generation(functools.partial(_generation, self._sessions))
             if generation is not None and generation == self._read_at[0]:
                 return self._read_at[1]
         tables = {}

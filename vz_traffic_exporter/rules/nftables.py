@@ -41,8 +41,8 @@ from typing import Any, Optional
 from ..classes import ClassTable
 from ..model import CounterKey, IpReading, canonical_ip, counter_value
 from ..netfilter import nlnft
-from ..netfilter.netlink import Fallback
-from ..runner import CommandError, Runner, SystemRunner, output_of
+from ..netfilter.netlink import Fallback, sessions
+from ..runner import CommandError, Runner, output_of
 from . import SyncResult
 
 log = logging.getLogger(__name__)
@@ -253,11 +253,12 @@ _wanted = functools.lru_cache(maxsize=4)(desired)
 class NftablesRules:
     name = "nftables"
 
-    def __init__(self, runner: Runner, netlink: Optional[bool] = None) -> None:
-        """netlink: read the table over netlink (default: when the runner runs real commands)."""
+    def __init__(self, runner: Runner) -> None:
+        """The table is read over netlink where the runner opens netlink sockets, else with ``nft -j``."""
         self.runner = runner
         self._made: dict[ReadingKey, IpReading] = {}  # the last read's readings, by what they show
-        self._netlink = isinstance(runner, SystemRunner) if netlink is None else netlink
+        opener = runner.netlink()
+        self._sessions = None if opener is None else sessions(opener)
         self._over_netlink = Fallback("nftables", "nft -j")
 
     def available(self) -> bool:
@@ -265,7 +266,9 @@ class NftablesRules:
 
     def current(self) -> Current:
         table = (
-            self._over_netlink(functools.partial(nlnft.read_table, FAMILY, TABLE)) if self._netlink else None
+            None
+            if self._sessions is None
+            else self._over_netlink(functools.partial(nlnft.read_table, FAMILY, TABLE, self._sessions))
         )
         if table is not None:
             if not table.exists:
