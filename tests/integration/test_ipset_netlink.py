@@ -25,7 +25,7 @@ sys.path.insert(0, {str(ROOT)!r})
 from vz_traffic_exporter.netfilter import nlipset
 from vz_traffic_exporter.netfilter.netlink import sessions
 from vz_traffic_exporter.runner import SystemRunner
-from vz_traffic_exporter.rules.ipset import SET_PREFIX, parse_ipset_save
+from vz_traffic_exporter.netfilter.ipset import SET_PREFIX, parse_ipset_save
 from vz_traffic_exporter.netfilter.layout import stamp_of
 netlink = {{
     name: [kind, {{e: [p, b, None if c is None else stamp_of(c)] for e, (p, b, c) in found.items()}}]

@@ -17,9 +17,9 @@ pytestmark = pytest.mark.netns
 BOTH = f"""
 import dataclasses, json, subprocess, sys
 sys.path.insert(0, {str(ROOT)!r})
-from vz_traffic_exporter.rules.nftables import NftablesRules
+from vz_traffic_exporter.netfilter.nftables import NftablesReader
 from vz_traffic_exporter.runner import SystemRunner
-readings = [dataclasses.asdict(NftablesRules(SystemRunner(use_netlink=n)).current()) for n in (True, False)]
+readings = [dataclasses.asdict(NftablesReader(SystemRunner(use_netlink=n)).current()) for n in (True, False)]
 print(json.dumps(readings))
 """
 

@@ -2,15 +2,9 @@ from __future__ import annotations
 
 from tests.conftest import FIXTURES, fixture_text
 from vz_traffic_exporter.config import load
+from vz_traffic_exporter.netfilter.ipset import SaveReader, parse_ipset_save, readings
 from vz_traffic_exporter.netfilter.iptables_save import SavedRule, SavedTable
-from vz_traffic_exporter.rules.ipset import (
-    SaveReader,
-    desired,
-    parse_ipset_save,
-    plan_rules,
-    plan_sets,
-    readings,
-)
+from vz_traffic_exporter.rules.ipset import desired, plan_rules, plan_sets
 
 CLASSES = load(str(FIXTURES / "lab.yaml")).classes
 IPS = ["192.0.2.11", "2001:db8::b", "192.0.2.12", "2001:db8::c"]

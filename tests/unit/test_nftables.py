@@ -4,7 +4,8 @@ import pytest
 
 from tests.conftest import FIXTURES, ReplayRunner, fixture_text
 from vz_traffic_exporter.config import load
-from vz_traffic_exporter.rules.nftables import Current, NftablesRules, desired, parse_table, plan, readings
+from vz_traffic_exporter.netfilter.nftables import Current, parse_table, readings
+from vz_traffic_exporter.rules.nftables import NftablesRules, desired, plan
 from vz_traffic_exporter.runner import CommandError
 
 CLASSES = load(str(FIXTURES / "lab.yaml")).classes

@@ -1,8 +1,10 @@
 """Netfilter backends: the only code that changes the firewall.
 
-Each backend (``iptables``, ``nftables``) keeps its accounting objects as data,
-diffs them against what the kernel holds, applies the difference in one
-transaction, and reads the counters back as :class:`~..sources.IpReading`.
+Each backend (``nftables``, ``ipset``, ``iptables``) keeps its accounting
+objects as data, diffs them against what the kernel holds, and applies the
+difference in one transaction.  What the kernel holds is read by the
+backend's reader in :mod:`..netfilter` (``backend.reader``), which also reads
+the counters back as :class:`~..model.IpReading`: readers there, writers here.
 """
 
 from __future__ import annotations

@@ -472,7 +472,7 @@ class IptablesRules:
         if writer is None:
             writer = LibiptcWriter() if xtables.variant == LEGACY else RestoreWriter(runner)
         self.writer = writer
-        self._source = IptablesReader(runner, adopted=False, xtables=xtables)
+        self.reader = IptablesReader(runner, adopted=False, xtables=xtables)
         self._tables = FilterTables(runner, lambda: xtables.variant)
         self._in_sync: Optional[tuple[object, list[Ruleset], bool]] = None
 
@@ -531,7 +531,7 @@ class IptablesRules:
         return answer
 
     def read(self) -> tuple[dict[str, SavedTable], list[IpReading]]:
-        read = self._source.read()
+        read = self.reader.read()
         return read.tables, read.readings
 
     def available(self) -> bool:
