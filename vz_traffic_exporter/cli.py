@@ -335,7 +335,7 @@ def _say_what_is_missing(exporter: Exporter, state_file: Optional[str]) -> None:
     # No working iptables: its backend fails anyway, with its own error.
     with contextlib.suppress(CommandError, ValueError):
         if backend == "iptables":
-            legacy = exporter.xtables().variant == xtables.LEGACY
+            legacy = exporter.netfilter.xtables().variant == xtables.LEGACY
     for problem in privileges.problems(uid, privileges.own_capabilities(), backend, legacy, state_file):
         log.error("%s", problem)
 

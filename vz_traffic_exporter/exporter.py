@@ -23,10 +23,8 @@ from .accounting import Accumulator
 from .config import Config
 from .model import CONTAINER_SERIES, INTERFACE_SERIES, IP_SERIES, Inventory, Snapshot, Tokens
 from .names import BACKENDS
-from .netfilter import xtables
 from .rules import Backend
 from .runner import Runner
-from .sources import KernelSource
 from .state import StateFile, read_boot_id
 from .wiring import Steps
 from .wiring.inventory import InventoryRoom
@@ -78,18 +76,11 @@ class Exporter:
     def keep_rules(self) -> bool:
         return self.netfilter.keep_rules
 
-    @property
-    def kernel_sources(self) -> list[KernelSource]:
-        return self.kernel.sources
-
     def backend_name(self) -> Optional[str]:
         return self.netfilter.backend_name()
 
     def rules(self) -> Backend:
         return self.netfilter.rules()
-
-    def xtables(self) -> xtables.Xtables:
-        return self.netfilter.xtables()
 
     def discover_once(self) -> Inventory:
         return self.inventory.current(Steps())
@@ -140,35 +131,32 @@ class Exporter:
         if now - self._expired_at >= min(EXPIRE_EVERY, retention / 10):
             self.accumulator.expire(retention)
             self._expired_at = now
-        acc = self.accumulator
-        ip_series = tuple(acc.rows(IP_SERIES))
-        container_series, interface_series = self.kernel.container_series(), self.kernel.interface_series()
+        acc, table = self.accumulator, self.accumulator.series
         return Snapshot(
             inventory=inventory,
             classes=self.config.classes,
-            ip_series=ip_series,
-            container_series=container_series,
-            interface_series=interface_series,
+            ip_series=tuple(acc.rows(IP_SERIES)),
+            container_series=self.kernel.container_series(),
+            interface_series=self.kernel.interface_series(),
             statuses=tuple(steps.statuses),
             resets=tuple(sorted(acc.resets.items())),
             quotas=self.config.quotas,
-            created=acc.first_seen(),
+            created=table.first_seen(),
             tokens=Tokens(
                 inventory=inventory.generation,
-                ip=acc.version(IP_SERIES),
-                containers=acc.version(CONTAINER_SERIES),
-                interfaces=acc.version(INTERFACE_SERIES),
-                created=acc.series_made,
+                ip=table.version(IP_SERIES),
+                containers=table.version(CONTAINER_SERIES),
+                interfaces=table.version(INTERFACE_SERIES),
+                created=table.made,
             ),
         )
 
     def _read_netfilter(self, inventory: Inventory) -> None:
         if not self.netfilter.read(inventory):  # our objects were missing, stale or zeroed: sync them
             changes = self.sync_rules(inventory, read=False)
+            name = self.backend_name()
             log.info(
-                "%s: accounting objects were missing, stale or zeroed; %d changes applied",
-                self.backend_name(),
-                changes,
+                "%s: accounting objects were missing, stale or zeroed; %d changes applied", name, changes
             )
             self.netfilter.read_again(inventory)
 

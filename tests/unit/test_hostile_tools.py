@@ -288,7 +288,7 @@ def test_auto_reads_the_nft_counters_and_not_vznetstat_on_virtuozzo_9(write_conf
         )
     )
     assert [
-        s.name for s in Exporter(forced, runner, procfs="/nonexistent", sysfs="/nonexistent").kernel_sources
+        s.name for s in Exporter(forced, runner, procfs="/nonexistent", sysfs="/nonexistent").kernel.sources
     ] == [
         "nft_counters",
         "vznetstat",

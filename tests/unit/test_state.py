@@ -15,7 +15,9 @@ A = ("ip", "101", "192.0.2.11", "0", "out")
 
 def accumulator() -> Accumulator:
     acc = Accumulator("3c1f2e0a-0000-4000-8000-000000000001")
-    acc.update("iptables", [Observation(("managed", "out", 0, "192.0.2.11"), A, 3, 1500, epoch=9)])
+    acc.update(
+        "iptables", [Observation(("managed", "out", 0, "192.0.2.11"), A, 3, 1500, epoch=9)], now=1_795_000_000
+    )
     return acc
 
 

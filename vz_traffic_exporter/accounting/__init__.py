@@ -37,16 +37,24 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, Optional, Union, cast
+from typing import Any, NamedTuple, Optional, cast
 
 from ..model import CounterKey, Epoch, SeriesKey, SeriesRow
-from .growth import NO_EPOCH, NO_SERIES, SATURATED, Counters, epoch_array, epoch_slot, growth
+from .growth import (
+    NO_SERIES,
+    SATURATED,
+    Bits,
+    Counters,
+    changed_slots,
+    epoch_array,
+    epoch_slot,
+    growth,
+    in_turns,
+)
 from .persist import STATE_VERSION, from_state, to_state
 from .series import SeriesTable
 
 __all__ = ["SATURATED", "STATE_VERSION", "Accumulator", "Observation"]
-
-Bits = Union[Optional[int], Sequence[Optional[int]]]  # one width for a read, or one per counter
 
 
 class Observation(NamedTuple):
@@ -86,27 +94,15 @@ class Accumulator:
         growth."""
         return self._changes + self.series.made
 
-    @property
-    def created(self) -> dict[str, int]:
-        return self.series.created
-
     # -- reads -----------------------------------------------------------------
 
     def update(self, source: str, observations: Iterable[Observation], now: Optional[float] = None) -> None:
         """Add one complete read of a source."""
         obs = list(observations)
-        bits = [o.packet_bits for o in obs]
-        first = bits[0] if bits else None
-        self.update_columns(
-            source,
-            [o.counter for o in obs],
-            [o.series for o in obs],
-            [o.packets for o in obs],
-            [o.bytes for o in obs],
-            [o.epoch for o in obs],
-            first if bits.count(first) == len(bits) else bits,
-            now,
-        )
+        counters, series, packets, nbytes, bits, epochs = (list(c) for c in zip(*obs)) if obs else ([],) * 6
+        one = bits[0] if bits else None  # one width for the read, else one per counter
+        width = one if bits.count(one) == len(bits) else bits
+        self.update_columns(source, counters, series, packets, nbytes, epochs, width, now)
 
     def update_columns(
         self,
@@ -132,7 +128,8 @@ class Accumulator:
             for counter in counters:
                 place.setdefault(counter, len(place))
             if len(place) < len(counters):  # a counter twice in one read: each time after the one before
-                self._in_turns(source, counters, series, packets, nbytes, epochs, packet_bits, stamp)
+                for turn in in_turns(counters, series, packets, nbytes, epochs, packet_bits):
+                    self.update_columns(source, *turn, now=stamp)
                 return
             old = self._line_up(source, list(counters), place, stamp)
         p, b = array("Q", packets), array("Q", nbytes)
@@ -144,82 +141,21 @@ class Accumulator:
             )
         self._apply(source, old, series, p, b, e, packet_bits, stamp)
 
-    def _in_turns(
-        self,
-        source: str,
-        counters: Sequence[CounterKey],
-        series: Sequence[Optional[SeriesKey]],
-        packets: Sequence[int],
-        nbytes: Sequence[int],
-        epochs: Optional[Sequence[Optional[int]]],
-        packet_bits: Bits,
-        stamp: int,
-    ) -> None:
-        """A read that has some counters more than once, as reads in turn: the n-th has each counter's n-th
-        value (or its last); what the kernel showed twice in one read grew in between."""
-        turns: list[dict[CounterKey, int]] = []
-        for i, counter in enumerate(counters):
-            for turn in turns:
-                if counter not in turn:
-                    turn[counter] = i
-                    break
-            else:
-                turns.append({counter: i})
-        order = list(turns[0])
-        last: dict[CounterKey, int] = {}
-        for turn in turns:
-            last.update(turn)
-            at = [last[counter] for counter in order]
-            self.update_columns(
-                source,
-                order,
-                [series[i] for i in at],
-                [packets[i] for i in at],
-                [nbytes[i] for i in at],
-                None if epochs is None else [epochs[i] for i in at],
-                packet_bits
-                if packet_bits is None or isinstance(packet_bits, int)
-                else [packet_bits[i] for i in at],
-                stamp,
-            )
-
     def _line_up(
         self, source: str, counters: list[CounterKey], place: dict[CounterKey, int], stamp: int
     ) -> Counters:
-        """The last read's counters in the order of this one: a counter new to this read holds nothing
-        before it (one missing since holds what it held then); those not in it are kept as missing."""
+        """The last read's counters in this one's order (see Counters.lined_up); those not in it are kept as
+        missing, and their series were last seen by the read before."""
         old = self.counters.get(source) or Counters()
-        index = old.index()
-        missing = self.missing.get(source, {})
-        lined = Counters()
-        for counter in counters:
-            was = index.get(counter)
-            if was is not None:
-                lined.append(
-                    counter,
-                    old.series[was],
-                    old.slots[was],
-                    old.packets[was],
-                    old.bytes[was],
-                    old.epochs[was],
-                )
-                continue
-            kept = missing.pop(counter, None) if missing else None
-            p, b, e = (0, 0, NO_EPOCH) if kept is None else kept[:3]
-            lined.append(counter, None, NO_SERIES, p, b, e)
-            self._changes += 1
+        missing = self.missing.setdefault(source, {})
+        lined, came = old.lined_up(counters, missing)
         gone = [i for i, counter in enumerate(old.keys) if counter not in place]
-        if gone:
-            missing = self.missing.setdefault(source, missing)
-            for i in gone:
-                missing[old.keys[i]] = (old.packets[i], old.bytes[i], old.epochs[i], stamp)
-            before = self.read_at.get(source)
-            if before is not None:  # their series were last seen by the read before
-                for i in gone:
-                    if old.slots[i] != NO_SERIES:
-                        self.series.saw(old.slots[i], before)
-            self._changes += len(gone)
-        lined._index = None
+        before = self.read_at.get(source)
+        for i in gone:
+            missing[old.keys[i]] = (old.packets[i], old.bytes[i], old.epochs[i], stamp)
+            if old.slots[i] != NO_SERIES and before is not None:
+                self.series.saw(old.slots[i], before)
+        self._changes += came + len(gone)
         self.counters[source] = lined
         return lined
 
@@ -237,17 +173,10 @@ class Accumulator:
         """The update core: counter i of the last read (lined up) now shows (series[i], p[i], b[i], e[i])."""
         op, ob, oe, slots, keys = old.packets, old.bytes, old.epochs, old.slots, old.series
         same_series = series == keys
-        if same_series and e == oe:
-            if p == op and b == ob:
-                self.read_at[source] = stamp  # nothing grew, nothing moved
-                return
-            changed = [i for i, (p1, p0, b1, b0) in enumerate(zip(p, op, b, ob)) if p1 != p0 or b1 != b0]
-        else:
-            changed = [
-                i
-                for i, (p1, p0, b1, b0, e1, e0, s1, s0) in enumerate(zip(p, op, b, ob, e, oe, series, keys))
-                if p1 != p0 or b1 != b0 or e1 != e0 or s1 != s0
-            ]
+        if same_series and e == oe and p == op and b == ob:
+            self.read_at[source] = stamp  # nothing grew, nothing moved
+            return
+        changed = changed_slots(old, series, p, b, e, same_series)
         table = self.series
         before = self.read_at.get(source)
         totals_p, totals_b, seen = table.packets, table.bytes, table.seen
@@ -345,12 +274,7 @@ class Accumulator:
         if gone:
             renumber = self.series.drop(set(gone))
             for counters in self.counters.values():
-                for i, slot in enumerate(counters.slots):
-                    if slot != NO_SERIES:
-                        new = renumber.get(slot, NO_SERIES)
-                        counters.slots[i] = new
-                        if new == NO_SERIES:
-                            counters.series[i] = None
+                counters.renumber(renumber)
             left = self.series.veids()
             self.floors = {key: floor for key, floor in self.floors.items() if key[0] in left}
         for missing in self.missing.values():
@@ -362,10 +286,6 @@ class Accumulator:
 
     # -- the totals ----------------------------------------------------------------
 
-    @property
-    def series_made(self) -> int:
-        return self.series.made
-
     def total(self, series: SeriesKey) -> tuple[int, int]:
         """(packets, bytes) accumulated for a series."""
         return self.series.total(series)
@@ -373,15 +293,6 @@ class Accumulator:
     def rows(self, kind: str) -> list[SeriesRow]:
         """(series, packets, bytes) of every retained series of a kind, sorted (see SeriesTable.rows)."""
         return self.series.rows(kind)
-
-    def version(self, kind: str) -> int:
-        return self.series.version(kind)
-
-    def last_owners(self, kind: str) -> dict[tuple[str, ...], SeriesKey]:
-        return self.series.last_owners(kind)
-
-    def first_seen(self) -> tuple[tuple[str, int], ...]:
-        return self.series.first_seen()
 
     def floor(self, key: tuple[str, ...], packets: int, nbytes: int) -> tuple[int, int]:
         """A total that must never decrease, made from counts that may (the Virtuozzo 9 classes made

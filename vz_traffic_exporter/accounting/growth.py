@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable
-from typing import Optional
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Optional, Union
 
 from ..model import CounterKey, SeriesKey
 
@@ -15,6 +15,9 @@ RAW_LIMIT = 1 << 64  # a kernel counter's values
 MIN_PACKET = 20  # bytes of the smallest IP packet (an IPv4 header): 2**32 packets carry 80 GiB or more
 NO_SERIES = -1
 NO_EPOCH = RAW_LIMIT - 1  # an epoch is below it: the slot of a counter whose epoch is not known
+Bits = Union[
+    Optional[int], Sequence[Optional[int]]
+]  # one packet counter width for a read, or one per counter
 
 
 def growth(
@@ -97,3 +100,89 @@ class Counters:
             self.append(key, None, NO_SERIES, p, b, e)
         else:
             self.packets[i], self.bytes[i], self.epochs[i] = p, b, e
+
+    def lined_up(
+        self, counters: list[CounterKey], missing: dict[CounterKey, tuple[int, int, int, int]]
+    ) -> tuple[Counters, int]:
+        """These counters in the order of a new read, and how many are new to it: a new one holds nothing
+        before it, or what it held when it went missing (taken out of missing)."""
+        index = self.index()
+        lined = Counters()
+        came = 0
+        for counter in counters:
+            was = index.get(counter)
+            if was is not None:
+                s, p, b, e = self.series[was], self.packets[was], self.bytes[was], self.epochs[was]
+                lined.append(counter, s, self.slots[was], p, b, e)
+                continue
+            kept = missing.pop(counter, None) if missing else None
+            p, b, e = (0, 0, NO_EPOCH) if kept is None else kept[:3]
+            lined.append(counter, None, NO_SERIES, p, b, e)
+            came += 1
+        lined._index = None
+        return lined, came
+
+    def renumber(self, slots: dict[int, int]) -> None:
+        """Series slots renumbered after a drop (a slot not in it: its series is gone)."""
+        for i, slot in enumerate(self.slots):
+            if slot != NO_SERIES:
+                new = slots.get(slot, NO_SERIES)
+                self.slots[i] = new
+                if new == NO_SERIES:
+                    self.series[i] = None
+
+
+def in_turns(
+    counters: Sequence[CounterKey],
+    series: Sequence[Optional[SeriesKey]],
+    packets: Sequence[int],
+    nbytes: Sequence[int],
+    epochs: Optional[Sequence[Optional[int]]],
+    bits: Bits,
+) -> Iterator[tuple[Any, Any, Any, Any, Any, Any]]:
+    """A read that has some counters more than once, as reads in turn (each a read's columns): the n-th has
+    each counter's n-th value, or its last; what the kernel showed twice in one read grew in between."""
+    turns: list[dict[CounterKey, int]] = []
+    for i, counter in enumerate(counters):
+        for turn in turns:
+            if counter not in turn:
+                turn[counter] = i
+                break
+        else:
+            turns.append({counter: i})
+    order = list(turns[0])
+    last: dict[CounterKey, int] = {}
+    for turn in turns:
+        last.update(turn)
+        at = [last[counter] for counter in order]
+        yield (
+            order,
+            [series[i] for i in at],
+            [packets[i] for i in at],
+            [nbytes[i] for i in at],
+            None if epochs is None else [epochs[i] for i in at],
+            bits if bits is None or isinstance(bits, int) else [bits[i] for i in at],
+        )
+
+
+def changed_slots(
+    old: Counters,
+    series: Sequence[Optional[SeriesKey]],
+    p: array[int],
+    b: array[int],
+    e: array[int],
+    same: bool,
+) -> list[int]:
+    """The slots of a read (lined up with the last) whose values, epoch or series changed; same: no series
+    moved."""
+    if same and e == old.epochs:
+        return [
+            i for i, (p1, p0, b1, b0) in enumerate(zip(p, old.packets, b, old.bytes)) if p1 != p0 or b1 != b0
+        ]
+    return [
+        i
+        for i, (p1, p0, b1, b0, e1, e0, s1, s0) in enumerate(
+            zip(p, old.packets, b, old.bytes, e, old.epochs, series, old.series)
+        )
+        if p1 != p0 or b1 != b0 or e1 != e0 or s1 != s0
+    ]

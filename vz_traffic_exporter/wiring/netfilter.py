@@ -260,7 +260,7 @@ class NetfilterRoom:
         self.readings = readings
         counters, series = last[1], last[2]
         if last_owners and None in series:
-            owned = self.accumulator.last_owners(IP_SERIES)
+            owned = self.accumulator.series.last_owners(IP_SERIES)
             series = [
                 owned.get((r.ip, _class_text(r.klass), r.direction)) if key is None else key
                 for r, key in zip(readings, series)
