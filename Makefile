@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all demo demo-stop demo-fleet demo-fleet-stop demo-fleet-deps test lint typecheck unit integration bench deps demo-deps venv clean package sdist fuzz
+.PHONY: all demo demo-stop demo-fleet demo-fleet-stop demo-fleet-deps test quick lint typecheck unit integration bench deps demo-deps venv clean package sdist fuzz
 
 all: test
 
@@ -29,14 +29,23 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# Tests run in TEST_JOBS processes (most of their time is waiting on namespace labs and servers); a
+# module whose tests share one costly fixture stays in one process (xdist_group), the slow ones start first.
+TEST_JOBS ?= 4
+PYTEST := $(BIN)/pytest -q -rs -n $(TEST_JOBS) --dist loadgroup
+
 unit: venv
-	$(BIN)/pytest -q tests/unit
+	$(PYTEST) tests/unit
 
 integration: deps venv
-	$(BIN)/pytest -q tests/integration
+	$(PYTEST) tests/integration
 
 test: deps venv lint typecheck
-	$(BIN)/pytest -q -rs
+	$(PYTEST)
+
+# The suite without the tests marked slow (ten seconds or more each), for a quick round while editing.
+quick: venv
+	$(PYTEST) -m "not slow"
 
 # Hostile inputs: many more cases than make test runs (docs/fuzz.md has the last run's figures).
 FUZZ_SEED  ?= 1

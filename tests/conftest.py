@@ -14,6 +14,11 @@ from vz_traffic_exporter.runner import CommandError, CommandNotFound
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: run in parallel (make test), the long ones start while the short ones fill in."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def fixture_text(relative: str) -> str:
     return (FIXTURES / relative).read_text()
 

@@ -1,9 +1,10 @@
 """A known traffic history as OpenMetrics text, and the exact bytes it holds per container and period.
 
 Two calendar months (September and October 2026) of about 200 containers,
-scraped every 15 s, written as one OpenMetrics text per two-hour TSDB block
-(see tests/tsdb.py).  The truth is summed from the traffic the generator
-makes (what each series carried in each 15 s interval), hour by hour, not
+scraped every minute (Prometheus's default scrape interval), written as one
+OpenMetrics text per two-hour TSDB block (see tests/tsdb.py).  The truth is
+summed from the traffic the generator makes (what each series carried in
+each interval between two samples), hour by hour, not
 read back from the samples.  An interval's traffic belongs to the period
 that holds the interval's sample: t0 < t <= t1 (the report's boundary rule).
 
@@ -39,7 +40,7 @@ from typing import Optional
 
 from tests.tsdb import BLOCK
 
-STEP = 15  # s between samples
+STEP = 60  # s between samples (Prometheus's default scrape_interval: 1m)
 HOUR = 3600
 UTC = timezone.utc
 FIRST = datetime(2026, 9, 1, tzinfo=UTC).timestamp()  # the first hour mark a report may start at

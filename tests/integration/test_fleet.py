@@ -24,7 +24,7 @@ import pytest
 from netlab.fleet import Fleet, FleetNode, wait_for
 from netlab.lab import PEERS, LabContainer, leftover_namespaces
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 QUOTA = 60_000  # bytes out a month for the container that migrates
 PEERING = PEERS["peering"]  # class 1
@@ -214,6 +214,7 @@ def test_a_fleet_is_exact_pushed_and_pulled_through_a_migration_an_outage_and_a_
     print(f"report: {len(ledger.sent)} (container, direction) rows equal to the bytes sent")
 
 
+@pytest.mark.xdist_group("demo")  # the demos share the repository's demo state
 def test_demo_fleet_shows_every_node_in_the_central_store_and_leaves_nothing() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces")

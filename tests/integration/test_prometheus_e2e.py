@@ -28,7 +28,7 @@ from .conftest import EXPORTER, ROOT, NodeLab
 from .test_kernel_netns import VZ9_CLASSES, install_vz9_layout
 from .test_persistence_netns import fake_vzlist
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 EXPORTER_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT, WEBHOOK_PORT = 10057, 19090, 19093, 19095
 JOB = "vz-traffic"

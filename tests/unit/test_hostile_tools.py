@@ -232,6 +232,7 @@ def test_a_fifo_or_a_device_is_refused_wherever_a_file_is_read(
     assert time.monotonic() - start < 5  # nothing waited for a writer
 
 
+@pytest.mark.slow
 def test_a_classes_file_of_200000_lines_is_merged_in_linear_time(tmp_path: Path, write_config) -> None:  # type: ignore[no-untyped-def]
     lines = [f"{1 + i % 15} 198.{18 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}/32" for i in range(131072)]
     lines += [f"{1 + i % 15} 2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::/64" for i in range(68928)]

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow
+
 RULES_DIR = Path(__file__).resolve().parents[2] / "prometheus"
 RULE_FILES = sorted(p for p in RULES_DIR.glob("*.rules.yml") if not p.name.endswith(".test.yml"))
 TEST_FILES = sorted(RULES_DIR.glob("*.rules.test.yml"))
