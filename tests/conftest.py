@@ -12,6 +12,7 @@ import pytest
 from vz_traffic_exporter.runner import CommandError, CommandNotFound
 
 FIXTURES = Path(__file__).parent / "fixtures"
+pytest_plugins = ["tests.golden"]  # --update-golden
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

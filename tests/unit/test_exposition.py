@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import FIXTURES, ReplayRunner, managed_runner
+from tests.golden import GOLDEN, assert_golden
 from vz_traffic_exporter import cli
 from vz_traffic_exporter.config import load
 from vz_traffic_exporter.exporter import Exporter
@@ -21,7 +21,6 @@ from vz_traffic_exporter.exposition import collector, http
 from vz_traffic_exporter.runner import CommandError
 from vz_traffic_exporter.state import StateFile
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 LAB = str(FIXTURES / "lab.yaml")
 
 
@@ -51,18 +50,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def matches_golden(exposition: str, name: str) -> bool:
-    """The exposition (normalised) equals tests/golden/<name>; UPDATE_GOLDEN=1 rewrites it."""
-    text = normalised(exposition)
-    golden = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(text)
-    return text == golden.read_text()
-
-
 def test_dump_matches_golden_exposition(capsys: pytest.CaptureFixture[str]) -> None:
     text = dump(capsys, managed_runner())
-    assert matches_golden(text, "dump-iptables.prom")
+    assert_golden(normalised(text), "dump/iptables.prom")
     assert "_created" not in text
 
 
@@ -73,11 +63,11 @@ CONTRACT_NAMES_PROMTOOL_DISLIKES = {
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
-@pytest.mark.parametrize("golden", ["dump-iptables.prom", "dump-kernel.prom"])
+@pytest.mark.parametrize("golden", sorted(path.name for path in (GOLDEN / "dump").glob("*.prom")))
 def test_golden_exposition_passes_promtool(golden: str) -> None:
     proc = subprocess.run(
         ["promtool", "check", "metrics"],
-        input=(GOLDEN / golden).read_bytes(),
+        input=(GOLDEN / "dump" / golden).read_bytes(),
         capture_output=True,
         check=False,
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 import ipaddress
 
 from tests.conftest import fixture_text
+from tests.golden import assert_golden
 from vz_traffic_exporter.classes import ClassTable, NetworkClass
 from vz_traffic_exporter.netfilter.iptables_save import SavedRule, SavedTable, parse_iptables_save
 from vz_traffic_exporter.rules.iptables import Op, desired, new_counting_rules, new_epochs, plan
@@ -46,7 +47,7 @@ def save_text(table: SavedTable) -> str:
 def test_desired_ipv4_ruleset_golden() -> None:
     want = desired("ipv4", IPS, CLASSES, host_traffic=True)
     text = "\n".join(f"-A {chain} {spec}" for chain, specs in want.chains for spec in specs)
-    assert text == fixture_text("golden-rules-ipv4.txt").strip()
+    assert_golden(text + "\n", "rules/iptables-ipv4.txt")
     assert want.jumps == (
         ("FORWARD", "-j VZTRAFFIC-FORWARD"),
         ("INPUT", "-j VZTRAFFIC-INPUT"),
