@@ -29,10 +29,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-# Tests run in TEST_JOBS processes (most of their time is waiting on namespace labs and servers); a
-# module whose tests share one costly fixture stays in one process (xdist_group), the slow ones start first.
+# Tests run in TEST_JOBS processes (most of their time is waiting on namespace labs and servers), one
+# file at a time each (a module's costly fixture is made once), the files with slow tests first.
 TEST_JOBS ?= 4
-PYTEST := $(BIN)/pytest -q -rs -n $(TEST_JOBS) --dist loadgroup
+PYTEST := $(BIN)/pytest -q -rs -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 unit: venv
 	$(PYTEST) tests/unit

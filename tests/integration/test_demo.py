@@ -14,7 +14,7 @@ from netlab.demo import PREFIX
 from netlab.lab import leftover_namespaces
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.xdist_group("demo")]
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces")

@@ -214,7 +214,6 @@ def test_a_fleet_is_exact_pushed_and_pulled_through_a_migration_an_outage_and_a_
     print(f"report: {len(ledger.sent)} (container, direction) rows equal to the bytes sent")
 
 
-@pytest.mark.xdist_group("demo")  # the demos share the repository's demo state
 def test_demo_fleet_shows_every_node_in_the_central_store_and_leaves_nothing() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces")

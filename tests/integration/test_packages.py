@@ -15,8 +15,6 @@ import yaml
 from netlab.lab import CLASS_NETWORKS
 from tests.throwaway_root import ThrowawayRoot
 
-pytestmark = [pytest.mark.xdist_group("packages")]
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "vz-traffic-exporter"
 STARTS = re.compile(r"(?m)^[^#\n]*systemctl (enable|start|restart)")

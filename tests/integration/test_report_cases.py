@@ -21,8 +21,6 @@ import pytest
 from tests.tsdb import BLOCK, backfill, serving
 from vz_traffic_exporter import cli
 
-pytestmark = [pytest.mark.xdist_group("report_cases")]
-
 T0 = int(datetime(2026, 10, 10, tzinfo=timezone.utc).timestamp())
 T1 = T0 + 86400
 FROM, TO = "2026-10-10T00:00:00Z", "2026-10-11T00:00:00Z"

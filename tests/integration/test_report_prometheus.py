@@ -20,7 +20,7 @@ from tests.tsdb import backfill, serving
 from vz_traffic_exporter import cli
 from vz_traffic_exporter.report.periods import boundaries
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report_prometheus")]
+pytestmark = pytest.mark.slow
 
 FROM, TO = "2026-09-01T00:00:00Z", "2026-11-01T00:00:00Z"  # two calendar months
 

@@ -23,7 +23,7 @@ import pytest
 from .conftest import ROOT, NodeLab, parse_ip_series
 from .test_iptables_netns import Expected, ip_series, send_mixed_traffic
 
-pytestmark = [pytest.mark.netns, pytest.mark.xdist_group("unprivileged")]
+pytestmark = pytest.mark.netns
 
 UNIT = ROOT / "packaging" / "vz-traffic-exporter.service"
 NOBODY = 65534

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import ipaddress
+import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vz_traffic_exporter.classes import ClassTable, NetworkClass, nesting
+from vz_traffic_exporter.config import load
 
 N = ipaddress.ip_network
 TABLE = ClassTable.build(
@@ -134,3 +137,16 @@ def test_nesting_of_overlapping_classes(
     zero = [net for k, nets in classes if k == 0 for net in nets]
     assert {k: [str(n) for n in v] for k, v in found.zero_inside.items()} == ({1: zero} if zero else {})
     assert found.children(1) == sorted(k for k, p in parent.items() if p == 1)
+
+
+@pytest.mark.slow
+def test_a_classes_file_of_200000_lines_is_merged_in_linear_time(tmp_path: Path, write_config) -> None:  # type: ignore[no-untyped-def]
+    lines = [f"{1 + i % 15} 198.{18 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}/32" for i in range(131072)]
+    lines += [f"{1 + i % 15} 2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::/64" for i in range(68928)]
+    classes = tmp_path / "networks_classes"
+    classes.write_text("\n".join(lines) + "\n")
+    start = time.process_time()  # CPU time: the other tests running beside it take no share of it
+    config = load(write_config(f"networks_classes_file: {classes}\n"))
+    took = time.process_time() - start
+    assert sum(len(k.networks) for k in config.classes.classes) == 200_000
+    assert took < 15, took  # it took minutes of CPU when each line copied its class's list

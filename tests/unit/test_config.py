@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import FIXTURES
-from vz_traffic_exporter import config
+from vz_traffic_exporter import cli, config
 from vz_traffic_exporter.config import ConfigError, QuotaConfig, load, parse_duration, parse_size
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -241,3 +242,97 @@ def test_a_config_with_anchors_still_loads_through_the_node_reader(tmp_path: Pat
         "state:\n  file: &f /tmp/x.json\ncontainers:\n  static:\n    - {veid: '101', ips: [192.0.2.11]}\n"
     )
     assert load(str(path)).state.file == "/tmp/x.json"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("state: {poll_interval: .inf}\n", "state.poll_interval: inf is not a duration"),
+        ("state: {poll_interval: .nan}\n", "state.poll_interval: nan is not a duration"),
+        ("state: {poll_interval: 1e10}\n", "state.poll_interval: '1e10' is not a duration"),
+        ("state: {poll_interval: 1.0e+10}\n", "state.poll_interval: 10000000000.0 has no unit"),
+        ("state: {poll_interval: 2h}\n", "state.poll_interval: '2h' is not between 1s and 1h"),
+        (
+            "state: {poll_interval: 99999999999d}\n",
+            "state.poll_interval: '99999999999d' is longer than ten years",
+        ),
+        ("state: {poll_interval: 1ms}\n", "state.poll_interval: '1ms' is not between 1s and 1h"),
+        ("state: {poll_interval: 10m, retention: 5m}\n", "state.retention: '5m' is not between 10m and"),
+        (f"state: {{retention: {'9' * 400}}}\n", "state.retention: 999"),
+        (f"state: {{retention: {'9' * 400}d}}\n", "state.retention: '999"),
+        ("quotas: {default: {total: " + "9" * 400 + "}}\n", "quotas.default.total: 999"),
+        ("quotas: {default: {total: 1.0e+400}}\n", "quotas.default.total: inf is not a size"),
+        ('state: {file: "/var/lib/x\\0y"}\n', "state.file: '/var/lib/x\\x00y' is not valid Unicode text"),
+        (
+            "containers: {static: [{veid: '1', ips: ['fe80::1%eth0']}]}\n",
+            "containers.static[0].ips[0]: 'fe80::1%eth0' has a scope",
+        ),
+        ("a: &a [*a]\n", "recursive document"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML"),
+        ("webconfig: 1\n\xff\n", "not UTF-8 text"),
+    ],
+)
+def test_configurations_that_could_not_run_are_refused_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, problem: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogateescape").replace(b"\xc3\xbf", b"\xff"))
+    assert cli.main(["--config", str(path), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and err.startswith(f"{path}: ")
+    assert "Traceback" not in err
+
+
+def test_an_alias_bomb_is_refused_at_once_in_little_memory(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(9)
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(bomb)
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="aliases expand the document by"):
+        load(str(path))
+    assert time.monotonic() - start < 2
+
+
+def test_netfilter_backend_off_unquoted_is_the_documented_word(write_config) -> None:  # type: ignore[no-untyped-def]
+    assert load(write_config("netfilter:\n  backend: off\n")).netfilter.backend == "off"
+
+
+def check(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> tuple[int, str]:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    code = cli.main(["--config", str(path), "check-config"])
+    return code, capsys.readouterr().err.replace(f"{path}: ", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("state: {retention: 35}\n", "state.retention: 35 has no unit: write 35s, 35m, 35h or 35d"),
+        ("state: {retention: '35'}\n", "state.retention: '35' has no unit: write 35s, 35m, 35h or 35d"),
+        ("state: {poll_interval: 1ms}\n", "state.poll_interval: '1ms' is not between 1s and 1h"),
+        (
+            "state: {poll_interval: 5m, retention: 1m}\n",
+            "state.retention: '1m' is not between 5m and 3660d",
+        ),
+        (
+            "network_classes: [{id: 1, networks: [203.0.113.5]}]\n",
+            "network_classes[0].networks[0]: '203.0.113.5' has no prefix: "
+            "write 203.0.113.5/32 for one address",
+        ),
+        (
+            "containers: {static: [{veid: 0101, ips: [192.0.2.11]}]}\n",
+            'containers.static[0].veid: 0101 is read by YAML as the number 65: quote it ("0101")',
+        ),
+        (
+            "quotas: {containers: {0x65: {total: 1TB}}}\n",
+            'quotas.containers.0x65: 0x65 is read by YAML as the number 101: quote it ("0x65")',
+        ),
+    ],
+)
+def test_units_ranges_and_quoting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, problem: str
+) -> None:
+    code, err = check(tmp_path, capsys, text)
+    assert code == 2 and err.strip() == problem

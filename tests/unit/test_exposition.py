@@ -22,6 +22,7 @@ from vz_traffic_exporter.runner import CommandError
 from vz_traffic_exporter.state import StateFile
 
 LAB = str(FIXTURES / "lab.yaml")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 EMPTY_ROOT = str(FIXTURES / "empty")  # a /proc and /sys with nothing of ours
@@ -368,3 +369,30 @@ def test_series_lines_written_piece_by_piece_are_the_lines_written_at_once() -> 
     assert text.startswith(head) and text.count("\n") == count + 2
     lines = text.splitlines()[2:]
     assert lines == [f'{collector.IP_BYTES}{{veid="{i}"}} {10 * i + (1 << 70)}' for i in range(count)]
+
+
+def test_resets_only_for_counting_sources_and_the_quota_classes_of_this_node(
+    write_config, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(
+        "containers: {static: [{veid: '101', ips: [192.0.2.11]}], discovery: [static]}\n"
+        "network_classes: [{id: 1, networks: [198.51.100.0/24]}]\n"
+        "netfilter: {backend: 'off'}\n"
+        "kernel: {interfaces: true, venetstat: false, vznetstat: false, nft_counters: false}\n"
+    )
+    argv = [
+        "--config",
+        config,
+        "dump",
+        "--path.procfs=/nonexistent",
+        f"--path.sysfs={ROOT / 'tests/fixtures/sys'}",
+    ]
+    assert cli.main(argv, runner=ReplayRunner({}, installed=())) == 0
+    text = capsys.readouterr().out
+    resets = [line for line in text.splitlines() if line.startswith("vz_traffic_counter_resets_total{")]
+    assert resets == ['vz_traffic_counter_resets_total{source="interfaces"} 0.0']
+    classes = [line for line in text.splitlines() if line.startswith("vz_traffic_quota_class_info{")]
+    assert classes == [
+        'vz_traffic_quota_class_info{class="0"} 1.0',
+        'vz_traffic_quota_class_info{class="1"} 1.0',
+    ]

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-import re
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    tomllib = None
+
+import re
 
 import yaml
 
@@ -12,6 +23,13 @@ from vz_traffic_exporter.privileges import NAMES, needed
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
 UNIT = (PACKAGING / "vz-traffic-exporter.service").read_text()
+
+
+def install_deps(*args: str) -> list[str]:
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "install-deps"), *args], capture_output=True, text=True, check=True
+    ).stdout
+    return out.split()
 
 
 def directive(name: str) -> list[str]:
@@ -59,3 +77,43 @@ def test_the_default_file_and_the_config_are_as_installed() -> None:
         == kinds["/etc/vz-traffic-exporter/config.yaml"]
         == "config|noreplace"
     )
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(tomllib is None, reason="tomllib is Python 3.11's")
+def test_the_license_is_an_spdx_expression() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+
+
+def test_the_demo_installs_a_subset_of_what_the_tests_install() -> None:
+    demo, tests = install_deps("list-demo"), install_deps("list-test")
+    assert set(demo) < set(tests)
+    assert not {"prometheus", "prometheus-alertmanager", "rpm"} & set(demo)
+    fleet = install_deps("list-demo-fleet")
+    assert set(demo) < set(fleet) < set(tests) and set(fleet) - set(demo) == {"prometheus"}
+
+
+def test_a_service_the_tests_install_is_left_disabled(tmp_path: Path) -> None:
+    """install-deps against stand-ins for dpkg-query, apt-get and systemctl that record their calls."""
+    calls = tmp_path / "calls"
+    for tool, body in (
+        ("dpkg-query", 'case "$*" in *prometheus*) exit 1;; *) echo "install ok installed";; esac'),
+        ("apt-get", 'echo "apt-get $*" >> ' + str(calls)),
+        ("systemctl", 'echo "systemctl $*" >> ' + str(calls)),
+        ("id", "echo 0"),
+    ):
+        (tmp_path / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / tool).chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    subprocess.run([str(ROOT / "scripts" / "install-deps"), "test"], env=env, check=True, capture_output=True)
+    recorded = calls.read_text().splitlines()
+    assert "apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager" in recorded
+    for service in ("prometheus", "prometheus-alertmanager"):
+        assert f"systemctl stop {service}.service" in recorded
+        assert f"systemctl disable {service}.service" in recorded
+    calls.unlink()
+    subprocess.run([str(ROOT / "scripts" / "install-deps"), "demo"], env=env, check=True, capture_output=True)
+    assert not calls.exists()  # the demo's packages are all there: nothing installed, nothing disabled
