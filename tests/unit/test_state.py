@@ -131,3 +131,21 @@ def test_boot_id_is_read_under_the_procfs_root(tmp_path: Path) -> None:
     (tmp_path / "sys" / "kernel" / "random").mkdir(parents=True)
     (tmp_path / "sys" / "kernel" / "random" / "boot_id").write_text("0f0e-boot\n")
     assert read_boot_id(str(tmp_path)) == "0f0e-boot"
+
+
+def test_the_virtuozzo_9_floors_survive_a_restart_and_a_bad_floor_row_loses_only_itself(
+    tmp_path: Path,
+) -> None:
+    acc = accumulator()
+    key = ("101", "1", "out", "ipv4")  # veid, class, direction, family
+    assert acc.floor(key, 10, 1000) == (10, 1000)
+    assert acc.floor(key, 8, 900) == (10, 1000)  # a class made exclusive never goes down
+    path = tmp_path / "state.json"
+    StateFile(str(path)).save(acc)
+    state = json.loads(path.read_text())
+    assert state["floors"] == [[10, 1000, *key]]
+    state["floors"].append([1, 2, "102", "1"])  # a key of too few parts
+    path.write_text(json.dumps(state))
+    loaded = StateFile(str(path)).load()
+    assert loaded is not None and loaded.floors == {key: (10, 1000)}
+    assert loaded.floor(key, 9, 950) == (10, 1000)  # after the restart too

@@ -170,3 +170,51 @@ def test_no_accounting_objects_are_said(write_config, caplog: pytest.LogCaptureF
     assert {s.name: s.up for s in snapshot.statuses} == {"static": True, "nftables": True}
     assert "no accounting objects of the nftables backend are installed" in caplog.text
     assert "run `vz-traffic-exporter rules sync`, or start `serve`" in caplog.text
+
+
+def test_an_inventory_found_again_keeps_its_generation_and_a_changed_one_gets_a_new_one(
+    write_config, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from vz_traffic_exporter.model import Container
+    from vz_traffic_exporter.wiring import Steps, inventory
+
+    clock = [1000.0]
+    monkeypatch.setattr(inventory.time, "monotonic", lambda: clock[0])
+    config = load(write_config("containers: {discovery: [static], refresh_interval: 1s}\n"))
+    room = inventory.InventoryRoom(config, ReplayRunner({}), "/nonexistent")
+    found = [Container("101", "web", ("192.0.2.11",))]
+
+    class Listed:
+        name = "static"
+
+        def discover(self) -> list[Container]:
+            return list(found)
+
+    room.sources = [Listed()]  # type: ignore[list-item]
+    first = room.current(Steps())
+    clock[0] += 2  # due again: found the same
+    assert room.current(Steps()).generation == first.generation
+    found.append(Container("102", "db", ("192.0.2.12",)))
+    clock[0] += 2
+    changed = room.current(Steps())
+    assert changed.generation == first.generation + 1 and set(changed.owners) == {"192.0.2.11", "192.0.2.12"}
+
+
+def test_an_idle_read_keeps_every_token_and_growth_moves_only_the_address_series() -> None:
+    from tests.conftest import FIXTURES, managed_runner
+
+    runner = managed_runner()
+    exporter = Exporter(
+        load(str(FIXTURES / "lab.yaml")),
+        runner,
+        procfs=str(FIXTURES / "empty"),
+        sysfs=str(FIXTURES / "empty"),
+    )
+    first, idle = exporter.poll().tokens, exporter.poll().tokens
+    assert first == idle and None not in dataclasses.astuple(first)
+    ipv4 = ("iptables-save", "-c", "-t", "filter")
+    runner.outputs[ipv4] = str(runner.outputs[ipv4]).replace(
+        "[10:1280] -A VZTRAFFIC-OUT-1", "[11:1408] -A VZTRAFFIC-OUT-1"
+    )
+    grown = exporter.poll().tokens
+    assert grown.ip != idle.ip and dataclasses.replace(grown, ip=idle.ip) == idle
