@@ -37,7 +37,7 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, Optional, cast
+from typing import Any, NamedTuple, Optional
 
 from ..model import CounterKey, Epoch, SeriesKey, SeriesRow
 from .growth import (
@@ -46,8 +46,8 @@ from .growth import (
     Bits,
     Counters,
     changed_slots,
-    epoch_array,
     epoch_slot,
+    epochs_of,
     growth,
     in_turns,
 )
@@ -123,7 +123,7 @@ class Accumulator:
         """
         stamp = int(time.time() if now is None else now)
         old = self.counters.get(source)
-        if old is None or len(counters) != len(old) or list(counters) != old.keys:
+        if old is None or len(counters) != len(old) or counters != old.keys:
             place: dict[CounterKey, int] = {}
             for counter in counters:
                 place.setdefault(counter, len(place))
@@ -132,14 +132,10 @@ class Accumulator:
                     self.update_columns(source, *turn, now=stamp)
                 return
             old = self._line_up(source, list(counters), place, stamp)
+        elif not isinstance(counters, list):
+            counters = list(counters)
         p, b = array("Q", packets), array("Q", nbytes)
-        e = old.epochs
-        if epochs is not None and any(x is not None for x in epochs):
-            given = cast("Sequence[int]", epochs) if None not in epochs else None
-            e = epoch_array(
-                given if given is not None else (o if x is None else x for o, x in zip(old.epochs, epochs))
-            )
-        self._apply(source, old, series, p, b, e, packet_bits, stamp)
+        self._apply(source, old, series, p, b, epochs_of(old.epochs, epochs), packet_bits, stamp)
 
     def _line_up(
         self, source: str, counters: list[CounterKey], place: dict[CounterKey, int], stamp: int
@@ -172,11 +168,11 @@ class Accumulator:
     ) -> None:
         """The update core: counter i of the last read (lined up) now shows (series[i], p[i], b[i], e[i])."""
         op, ob, oe, slots, keys = old.packets, old.bytes, old.epochs, old.slots, old.series
-        same_series = series == keys
-        if same_series and e == oe and p == op and b == ob:
+        same_series, same_epochs = series == keys, e is oe or e == oe
+        if same_series and same_epochs and p == op and b == ob:
             self.read_at[source] = stamp  # nothing grew, nothing moved
             return
-        changed = changed_slots(old, series, p, b, e, same_series)
+        changed = changed_slots(old, series, p, b, e, same_series and same_epochs)
         table = self.series
         before = self.read_at.get(source)
         totals_p, totals_b, seen = table.packets, table.bytes, table.seen
@@ -192,13 +188,14 @@ class Accumulator:
                     keys[i] = key
                     slots[i] = NO_SERIES if key is None else table.slot(key, stamp)
                     totals_p, totals_b, seen = table.packets, table.bytes, table.seen
-            p0, b0, e0, p1, b1, e1 = op[i], ob[i], oe[i], p[i], b[i], e[i]
-            if e1 == e0 and p1 >= p0 and b1 >= b0:  # the common case of the rule: the difference
+            p0, b0, p1, b1 = op[i], ob[i], p[i], b[i]
+            if same_epochs and p1 >= p0 and b1 >= b0:  # the common case of the rule: the difference
                 dp, db = p1 - p0, b1 - b0
             else:
-                (dp, db), reset = growth(p0, b0, e0, p1, b1, e1, width if widths is None else widths[i])
+                (dp, db), reset = growth(p0, b0, oe[i], p1, b1, e[i], width if widths is None else widths[i])
                 resets += reset
-            op[i], ob[i], oe[i] = p1, b1, e1
+                oe[i] = e[i]
+            op[i], ob[i] = p1, b1
             slot = slots[i]
             if slot != NO_SERIES:
                 seen[slot] = stamp

@@ -56,6 +56,16 @@ def epoch_array(epochs: Iterable[int]) -> array[int]:
         return array("Q", map(epoch_slot, values))
 
 
+def epochs_of(last: array[int], epochs: Optional[Sequence[Optional[int]]]) -> array[int]:
+    """A read's epochs in slots (lined up with the last read's): an epoch not given keeps the one it had."""
+    unknown = len(last) if epochs is None else epochs.count(None)
+    if unknown == len(last):
+        return last
+    if unknown == 0:
+        return epoch_array(epochs)  # type: ignore[arg-type]
+    return epoch_array(e0 if e is None else e for e0, e in zip(last, epochs))  # type: ignore[arg-type]
+
+
 class Counters:
     """One source's counters as of its last read, slot by slot in that read's order.
 
@@ -174,8 +184,8 @@ def changed_slots(
     same: bool,
 ) -> list[int]:
     """The slots of a read (lined up with the last) whose values, epoch or series changed; same: no series
-    moved."""
-    if same and e == old.epochs:
+    moved and no epoch changed."""
+    if same:
         return [
             i for i, (p1, p0, b1, b0) in enumerate(zip(p, old.packets, b, old.bytes)) if p1 != p0 or b1 != b0
         ]
