@@ -380,3 +380,24 @@ def test_a_counter_we_created_where_a_missing_one_was_counts_from_zero() -> None
     acc.started("iptables", R)
     feed(acc, [[("r", A, 9)]])
     assert acc.total(A) == (14, 1400) and acc.resets["iptables"] == 0  # ours, not a reset to absorb
+
+
+def test_rows_and_their_version_follow_a_read_where_most_series_grew_and_one_where_few_did() -> None:
+    acc = Accumulator()
+    keys = [("ip", str(100 + i), f"192.0.2.{i}", "1", "out") for i in range(10)]
+
+    def read(values: list[int]) -> None:
+        acc.update(
+            "iptables",
+            [Observation(("c", i), key, v, 100 * v) for i, (key, v) in enumerate(zip(keys, values))],
+        )
+
+    read([1] * 10)
+    assert [row[1] for row in acc.rows("ip")] == [1] * 10
+    version = acc.series.version("ip")
+    read([2] * 10)  # every series grew
+    assert [row[1] for row in acc.rows("ip")] == [2] * 10 and acc.series.version("ip") == version + 1
+    read([2] * 9 + [5])  # one did
+    assert [row[1] for row in acc.rows("ip")] == [2] * 9 + [5] and acc.series.version("ip") == version + 2
+    acc.rows("ip")  # nothing grew since: the same version
+    assert acc.series.version("ip") == version + 2

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable
 from typing import Optional
 
 from ..model import SeriesKey, SeriesRow, veid_of
+
+ALL: set[int] = set()  # marks every row of a kind as changed (compared by identity: never filled)
 
 
 class SeriesTable:
@@ -29,7 +30,7 @@ class SeriesTable:
         self.made = 0  # bumped when a series is made or dropped
         # kind -> (made, sorted rows, series slot -> its row), the slots that grew since, and the versions
         self._rows: dict[str, tuple[int, list[SeriesRow], array[int]]] = {}
-        self.dirty: dict[str, set[int]] = {}
+        self.dirty: dict[str, set[int]] = {}  # kind -> the slots that grew (ALL: most of them)
         self._versions: dict[str, int] = {}
         self._created_rows: tuple[int, tuple[tuple[str, int], ...]] = (-1, ())
 
@@ -49,15 +50,20 @@ class SeriesTable:
             self.created.setdefault(veid_of(key), stamp)
         return slot
 
-    def grew(self, slots: Iterable[int]) -> None:
-        """Mark the rows of these series as changed."""
+    def grew(self, slots: list[int]) -> None:
+        """Mark the rows of these series as changed (where most grew, all rows: no set of slots to keep)."""
         keys, dirty = self.keys, self.dirty
+        if 2 * len(slots) > len(keys):
+            for kind in self._rows:
+                dirty[kind] = ALL
+            return
         for slot in slots:
             kind = keys[slot][0]
             found = dirty.get(kind)
             if found is None:
                 found = dirty[kind] = set()
-            found.add(slot)
+            if found is not ALL:
+                found.add(slot)
 
     def saw(self, slot: int, stamp: int) -> None:
         if self.seen[slot] < stamp:
@@ -105,9 +111,12 @@ class SeriesTable:
             self._versions[kind] = self._versions.get(kind, 0) + 1
             return rows
         _, rows, index = cached
-        for slot in dirty:
+        if dirty is ALL:
+            slot_of = self.slot_of
+            rows[:] = [(key, packets[s], nbytes[s]) for key, s in ((row[0], slot_of[row[0]]) for row in rows)]
+        for slot in () if dirty is ALL else dirty:
             rows[index[slot]] = (keys[slot], packets[slot], nbytes[slot])
-        if dirty:
+        if dirty or dirty is ALL:
             self._versions[kind] += 1
         return rows
 
