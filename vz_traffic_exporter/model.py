@@ -175,14 +175,6 @@ class InterfaceReading:
     bytes: int
 
 
-@dataclass(frozen=True)
-class Readings:
-    """One complete read of a netfilter backend: its counters, and a token that moves when they did."""
-
-    readings: list[IpReading]
-    token: int
-
-
 # -- containers ---------------------------------------------------------------
 
 

@@ -28,8 +28,8 @@ class SeriesTable:
         # 0: not known (kept by a state file from before these were kept).
         self.created: dict[str, int] = {}
         self.made = 0  # bumped when a series is made or dropped
-        # kind -> (made, sorted rows, series slot -> its row), the slots that grew since, and the versions
-        self._rows: dict[str, tuple[int, list[SeriesRow], array[int]]] = {}
+        # kind -> (made, sorted rows, their slots, slot -> its row); the slots that grew since; versions
+        self._rows: dict[str, tuple[int, list[SeriesRow], list[int], array[int]]] = {}
         self.dirty: dict[str, set[int]] = {}  # kind -> the slots that grew (ALL: most of them)
         self._versions: dict[str, int] = {}
         self._created_rows: tuple[int, tuple[tuple[str, int], ...]] = (-1, ())
@@ -107,13 +107,12 @@ class SeriesTable:
             index = array("q", bytes(8 * len(keys)))  # series slot -> its row (an array: no dict)
             for i, slot in enumerate(slots):
                 index[slot] = i
-            self._rows[kind] = (self.made, rows, index)
+            self._rows[kind] = (self.made, rows, slots, index)
             self._versions[kind] = self._versions.get(kind, 0) + 1
             return rows
-        _, rows, index = cached
+        _, rows, slots, index = cached
         if dirty is ALL:
-            slot_of = self.slot_of
-            rows[:] = [(key, packets[s], nbytes[s]) for key, s in ((row[0], slot_of[row[0]]) for row in rows)]
+            rows[:] = [(keys[s], packets[s], nbytes[s]) for s in slots]
         for slot in () if dirty is ALL else dirty:
             rows[index[slot]] = (keys[slot], packets[slot], nbytes[slot])
         if dirty or dirty is ALL:
