@@ -129,12 +129,16 @@ def _parser() -> argparse.ArgumentParser:
         ("--prometheus.ca-file", "prometheus_ca_file", "FILE", "CA of the server's certificate"),
         ("--prometheus.cert-file", "prometheus_cert_file", "FILE", "client certificate"),
         ("--prometheus.key-file", "prometheus_key_file", "FILE", "its key"),
-        ("--month", "month", "YYYY-MM", "a UTC calendar month (default: the last complete one)"),
+        ("--month", "month", "YYYY-MM", "a billing month (default: the last complete one)"),
         ("--from", "start", "RFC3339", "the period's start (with --to)"),
         ("--to", "end", "RFC3339", "the period's end, not included"),
         ("--classes", "classes", "1,2", "classes to count (default: the quota classes)"),
         ("--selector", "selector", "MATCHERS", "label matchers of the exporters' series: '{job=\"vz\"}'"),
         ("--output", "output", "FILE", "write here instead of stdout"),
+        ("--timezone", "timezone", "AREA/CITY", "the zone of the months, days and hours (default UTC)"),
+        ("--cycle-day", "cycle_day", "N", "1..28: the day each month starts (default 1)"),
+        ("--percentile", "percentile", "P", "1..100: add the P-th percentile of the interval rates, bit/s"),
+        ("--percentile-interval", "percentile_interval", "DURATION", "the rates' interval (default 5m)"),
     ):
         report.add_argument(flag, dest=dest, metavar=metavar, help=text)
     report.add_argument(
@@ -219,13 +223,19 @@ def _report(args: argparse.Namespace) -> int:
 
     from .report import Report, Row
     from .report.formats import write
-    from .report.periods import UsageError, period, stamp
+    from .report.periods import UsageError, calendar, percentile_of, period, stamp
     from .report.promapi import Client, ServerError
 
     try:
         if not args.prometheus_url:
             raise UsageError("report needs --prometheus.url")
-        begin, finish = period(args.month, args.start, args.end, datetime.now(timezone.utc))
+        cycle = calendar(args.timezone, args.cycle_day)
+        begin, finish = period(args.month, args.start, args.end, datetime.now(timezone.utc), cycle)
+        percentile = percentile_of(args.percentile, args.percentile_interval)
+        if percentile is not None and args.fmt == "html":
+            raise UsageError(
+                "--percentile: the page sums days, and a percentile is not a sum: use csv, json or table"
+            )
         classes = None
         if args.classes:
             classes = {c.strip() for c in args.classes.split(",") if c.strip()}
@@ -241,16 +251,20 @@ def _report(args: argparse.Namespace) -> int:
             key_file=args.prometheus_key_file,
             headers=args.prometheus_headers,
         )
-        report = Report(client, args.selector, progress=sys.stderr)
+        report = Report(client, args.selector, progress=sys.stderr, cycle=cycle, percentile=percentile)
         report.check_retention(begin, datetime.now(timezone.utc))
     except (UsageError, ValueError) as err:
         print(f"report: {err}", file=sys.stderr)
         return 2
     # The page draws days: it reads days (or hours), and its table sums them, exactly as the whole period.
     step = ("hour" if args.step == "hour" else "day") if args.fmt == "html" else args.step
-    title = f"Traffic per container, {begin:%Y-%m-%d %H:%M} to {finish:%Y-%m-%d %H:%M} UTC"
+    zone_name = args.timezone or "UTC"
+    local_begin, local_finish = begin.astimezone(cycle.where), finish.astimezone(cycle.where)
+    title = (
+        f"Traffic per container, {local_begin:%Y-%m-%d %H:%M} to {local_finish:%Y-%m-%d %H:%M} {zone_name}"
+    )
     about = [
-        ("Period", f"{stamp(begin)} to {stamp(finish)} (the end not included)"),
+        ("Period", f"{stamp(begin, cycle.where)} to {stamp(finish, cycle.where)} (the end not included)"),
         (
             "Classes",
             ", ".join(sorted(classes, key=int)) if classes else "each node's quota classes, else all",
@@ -276,7 +290,8 @@ def _report(args: argparse.Namespace) -> int:
             yield row
 
     try:
-        write(noted(report.run(begin, finish, step, classes, wanted)), args.fmt, out, title, about)
+        column = percentile.column if percentile is not None else None
+        write(noted(report.run(begin, finish, step, classes, wanted)), args.fmt, out, title, about, column)
     except ServerError as err:
         print(f"report: {err}", file=sys.stderr)
         if target:

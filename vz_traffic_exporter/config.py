@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import yaml
 
+from . import cycles
 from .classes import (
     MAX_CLASS,
     ClassTable,
@@ -83,6 +84,7 @@ class Quota:
     in_: Optional[int] = None
     out: Optional[int] = None
     total: Optional[int] = None
+    cycle_day: Optional[int] = None  # a container's own; None: quotas.cycle_day
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,13 @@ class QuotaConfig:
     classes: Optional[tuple[int, ...]] = None  # None: every class counts
     default: Quota = Quota()
     containers: Mapping[str, Quota] = field(default_factory=lambda: MappingProxyType({}))
+    timezone: str = cycles.UTC  # the billing months' zone
+    cycle_day: int = 1  # the day each billing month starts, where a container has none of its own
+
+    def cycle(self, veid: str) -> cycles.Cycle:
+        """A container's billing month: its own cycle day, else quotas.cycle_day, in quotas.timezone."""
+        own = self.containers.get(veid, Quota()).cycle_day
+        return cycles.Cycle(cycles.zone(self.timezone), own or self.cycle_day)
 
     def of(self, veid: str) -> dict[str, int]:
         """A container's quotas by direction (in, out, total): its own entry, key by key, over the default."""
@@ -127,7 +136,6 @@ class Config:
 
 
 # Every key of the file, by the mapping that holds it ("" is the top level, [] a list's entries);
-# quotas.containers.<veid> has the keys of quotas.default.
 KEYS: dict[str, tuple[str, ...]] = {
     "": ("containers", "network_classes", "networks_classes_file", "netfilter", "kernel", "state", "quotas"),
     "containers": ("static", "discovery", "refresh_interval", "discovery_timeout"),
@@ -136,8 +144,9 @@ KEYS: dict[str, tuple[str, ...]] = {
     "netfilter": ("backend", "manage_rules", "host_traffic"),
     "kernel": KERNEL_SOURCES,
     "state": ("file", "poll_interval", "retention"),
-    "quotas": ("classes", "default", "containers"),
+    "quotas": ("classes", "timezone", "cycle_day", "default", "containers"),
     "quotas.default": ("in", "out", "total"),
+    "quotas.containers.<veid>": ("in", "out", "total", "cycle_day"),
 }
 
 
@@ -517,14 +526,40 @@ def _state(c: _Checker, raw: Any) -> StateConfig:
     return StateConfig(file=file, poll_interval=poll, retention=retention)
 
 
-def _quota(c: _Checker, raw: Any, path: str) -> Quota:
-    item = c.mapping(raw, path, KEYS["quotas.default"])
+def _quota(c: _Checker, raw: Any, path: str, keys: str = "quotas.default") -> Quota:
+    item = c.mapping(raw, path, KEYS[keys])
     sizes = {
         key: c.convert(item[key], f"{path}.{key}", parse_size)
         for key in ("in", "out", "total")
         if item.get(key) is not None
     }
-    return Quota(in_=sizes.get("in"), out=sizes.get("out"), total=sizes.get("total"))
+    day = _cycle_day(c, item.get("cycle_day"), f"{path}.cycle_day")
+    return Quota(in_=sizes.get("in"), out=sizes.get("out"), total=sizes.get("total"), cycle_day=day)
+
+
+def _cycle_day(c: _Checker, value: Any, path: str) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cycles.MAX_CYCLE_DAY:
+        c.problem(
+            path, f"{_shown(value)} is not a day of the month 1..{cycles.MAX_CYCLE_DAY} (every month has it)"
+        )
+        return None
+    return int(value)
+
+
+def _timezone(c: _Checker, value: Any, path: str) -> str:
+    if value is None:
+        return cycles.UTC
+    name = c.string(value, path)
+    if name is None:
+        return cycles.UTC
+    try:
+        cycles.zone(name)
+    except ValueError as err:
+        c.problem(path, str(err))
+        return cycles.UTC
+    return name
 
 
 def _quotas(c: _Checker, raw: Any, classes: ClassTable) -> QuotaConfig:
@@ -549,8 +584,14 @@ def _quotas(c: _Checker, raw: Any, classes: ClassTable) -> QuotaConfig:
         for key, value in raw_containers.items():
             veid = _veid(c, key, f"quotas.containers.{key.text if isinstance(key, WrittenInt) else key}")
             if veid is not None:
-                containers[veid] = _quota(c, value, f"quotas.containers.{veid}")
-    return QuotaConfig(quota_classes, default, MappingProxyType(containers))
+                containers[veid] = _quota(c, value, f"quotas.containers.{veid}", "quotas.containers.<veid>")
+    return QuotaConfig(
+        quota_classes,
+        default,
+        MappingProxyType(containers),
+        timezone=_timezone(c, section.get("timezone"), "quotas.timezone"),
+        cycle_day=_cycle_day(c, section.get("cycle_day"), "quotas.cycle_day") or 1,
+    )
 
 
 def validate(data: Any, source: str) -> Config:

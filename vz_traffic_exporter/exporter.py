@@ -149,6 +149,7 @@ class Exporter:
                 interfaces=table.version(INTERFACE_SERIES),
                 created=table.made,
             ),
+            at=time.time(),
         )
 
     def _read_netfilter(self, inventory: Inventory) -> None:

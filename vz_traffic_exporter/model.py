@@ -293,3 +293,4 @@ class Snapshot:
     quotas: QuotaConfig
     created: tuple[tuple[str, int], ...] = ()  # (veid, when its first series was made), where known
     tokens: Tokens = Tokens()
+    at: float = 0.0  # wall time of the read (s since the epoch)

@@ -37,7 +37,8 @@ def dump(capsys: pytest.CaptureFixture[str], runner: ReplayRunner, *args: str) -
 def normalised(text: str) -> str:
     """Durations and creation times (the clock's) zeroed."""
     return re.sub(
-        r"((?:vz_traffic_source_duration|vz_traffic_container_first_seen_timestamp)_seconds\{[^}]*\}) \S+",
+        r"((?:vz_traffic_source_duration|vz_traffic_container_first_seen_timestamp"
+        r"|vz_traffic_quota_cycle_(?:start|end)_timestamp)_seconds\{[^}]*\}) \S+",
         r"\1 0.0",
         text,
     )

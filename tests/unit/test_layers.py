@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "vz_traffic_exporter"
-BASE = {"model", "names", "classes", "config", "files", "runner", "privileges", ""}
+BASE = {"model", "names", "classes", "cycles", "config", "files", "runner", "privileges", ""}
 
 # layer -> the layers it may import besides its own and the base
 ALLOWED: dict[str, set[str]] = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from prometheus_client import generate_latest
@@ -22,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from .. import cycles
 from ..config import QuotaConfig
 from ..discovery.parsing import text_of
 from ..model import Container, SeriesKey, SeriesRow, Snapshot
@@ -75,8 +77,18 @@ METRICS: dict[str, tuple[str, str, list[str]]] = {
     ),
     "vz_traffic_quota_bytes": (
         "gauge",
-        "Configured monthly (UTC calendar month) traffic quota of a container; direction in, out or total.",
+        "Configured traffic quota of a container for its billing month; direction in, out or total.",
         ["veid", "direction"],
+    ),
+    "vz_traffic_quota_cycle_start_timestamp_seconds": (
+        "gauge",
+        "Start of the container's current billing month (its cycle day, local midnight in quotas.timezone).",
+        ["veid"],
+    ),
+    "vz_traffic_quota_cycle_end_timestamp_seconds": (
+        "gauge",
+        "End of the container's current billing month: the start of the next one.",
+        ["veid"],
     ),
     "vz_traffic_quota_class_info": (
         "gauge",
@@ -166,11 +178,15 @@ _quota_labels = _labeller(["veid", "direction"])
 IP_BYTES, IP_PACKETS = SERIES_FAMILIES[:2]
 INFO = "vz_traffic_container_info"
 QUOTA = "vz_traffic_quota_bytes"
+CYCLE_START = "vz_traffic_quota_cycle_start_timestamp_seconds"
+CYCLE_END = "vz_traffic_quota_cycle_end_timestamp_seconds"
 FIRST_SEEN = "vz_traffic_container_first_seen_timestamp_seconds"
 TEXT_FAMILIES = (
     *SERIES_FAMILIES,
     INFO,
     QUOTA,
+    CYCLE_START,
+    CYCLE_END,
     FIRST_SEEN,
 )  # written as text here, the rest by prometheus-client
 _veid_labels = _labeller(["veid"])
@@ -214,6 +230,12 @@ class Renderer:
             parts += self._kept("info", (tokens.inventory,), lambda: [_info_text(containers)])
             parts += self._kept(
                 "quotas", (tokens.inventory, snap.quotas), lambda: [_quota_text(containers, snap.quotas)]
+            )
+            months = _months(snap.quotas, snap.at)
+            parts += self._kept(
+                "cycles",
+                (tokens.inventory, snap.quotas, months),
+                lambda: [_cycle_text(containers, snap.quotas, months)],
             )
             created = snap.created
             parts += self._kept(
@@ -270,6 +292,36 @@ def _quota_text(containers: Mapping[str, Container], quotas: QuotaConfig) -> byt
             for veid in sorted({*containers, *quotas.containers})
             for direction, size in quotas.of(veid).items()
         ],
+    )
+
+
+Months = tuple[tuple[int, int, int], ...]  # (cycle day, start, end) of each billing month in use
+
+
+def _months(quotas: QuotaConfig, at: float) -> Months:
+    """The billing month at ``at`` of each cycle day in use (the default's, and containers' own)."""
+    now = datetime.fromtimestamp(at, timezone.utc)
+    where = cycles.zone(quotas.timezone)
+    days = sorted({quotas.cycle_day, *(q.cycle_day for q in quotas.containers.values() if q.cycle_day)})
+    found = []
+    for day in days:
+        start, end = cycles.Cycle(where, day).around(now)
+        found.append((day, int(start.timestamp()), int(end.timestamp())))
+    return tuple(found)
+
+
+def _cycle_text(containers: Mapping[str, Container], quotas: QuotaConfig, months: Months) -> bytes:
+    """Each container's billing month, start and end (a container of its own cycle day, or the default)."""
+    of_day = {day: (start, end) for day, start, end in months}
+    default = of_day[quotas.cycle_day]
+    rows = [
+        (_veid_labels((veid,)), of_day.get(quotas.containers[veid].cycle_day or 0, default))
+        if veid in quotas.containers
+        else (_veid_labels((veid,)), default)
+        for veid in sorted({*containers, *quotas.containers})
+    ]
+    return _family_text(CYCLE_START, [(labels, s) for labels, (s, _) in rows]) + _family_text(
+        CYCLE_END, [(labels, e) for labels, (_, e) in rows]
     )
 
 

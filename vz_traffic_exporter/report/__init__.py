@@ -27,22 +27,34 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
-from typing import Optional, TextIO
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import NamedTuple, Optional, TextIO
 
+from ..cycles import UTC_MONTHS, Cycle
 from .compute import Row, SeriesUse, chosen, difference, increase, rows, use_of
 from .periods import UsageError, boundaries, stamp
 from .promapi import Client, ServerError
+from .rates import Percentile, container_percentiles, cuts, interval_bytes
 
 METRICS = {"vz_traffic_ip_bytes_total": True, "vz_traffic_container_bytes_total": False}  # -> per address
 SHORT = 600  # s: the window in which a scraped series has its last sample
 LONG = 40 * 86400  # s: how far back a series not seen in SHORT is looked for (retention is 35 days)
 BATCH = 200  # containers per query that names them
+GRID_BATCH = 20  # containers per range query of a percentile's intervals (8,640 points a series a month)
 FIRST_SEEN = "vz_traffic_container_first_seen_timestamp_seconds"
 SERIES_LABELS = frozenset({"ip", "class", "direction", "family"})  # what tells a container's series apart
 SHOWN = 5  # series named in a warning
 
 Key = tuple[str, tuple[tuple[str, str], ...]]  # (metric, sorted labels)
+
+
+class Start(NamedTuple):
+    """A series' value at a period's start (0: made after it; None: not known), and whether that value is a
+    sample near the start (not one carried from far back, where a drop may hide)."""
+
+    value: Optional[float]
+    near: bool
 
 
 def matchers(selector: Optional[str]) -> str:
@@ -73,10 +85,10 @@ def _select(metric: str, inner: str, extra: str = "") -> str:
     return f"{metric}{{{', '.join(parts)}}}"
 
 
-def _veids(veids: Iterable[str]) -> Iterable[str]:
+def _veids(veids: Iterable[str], batch: int = BATCH) -> Iterable[str]:
     names = sorted(set(veids))
-    for i in range(0, len(names), BATCH):
-        yield 'veid=~"' + "|".join(re.escape(v).replace("\\", "\\\\") for v in names[i : i + BATCH]) + '"'
+    for i in range(0, len(names), batch):
+        yield 'veid=~"' + "|".join(re.escape(v).replace("\\", "\\\\") for v in names[i : i + batch]) + '"'
 
 
 class Progress:
@@ -105,9 +117,19 @@ class Progress:
 
 
 class Report:
-    def __init__(self, client: Client, selector: Optional[str], progress: Optional[TextIO] = None) -> None:
-        """progress: where to show how far it is (None: nowhere)."""
+    def __init__(
+        self,
+        client: Client,
+        selector: Optional[str],
+        progress: Optional[TextIO] = None,
+        cycle: Cycle = UTC_MONTHS,
+        percentile: Optional[Percentile] = None,
+    ) -> None:
+        """progress: where to show how far it is (None: nowhere); cycle: the billing month and the zone of
+        the periods and of the times written."""
         self.client = client
+        self.cycle = cycle
+        self.percentile = percentile
         self.inner = matchers(selector)
         self.progress = Progress(progress)
         self.warnings: list[str] = []
@@ -139,9 +161,9 @@ class Report:
 
     def traffic(
         self, cuts: Sequence[datetime], veids: Optional[set[str]] = None
-    ) -> Iterator[tuple[dict[SeriesUse, tuple[int, int]], set[SeriesUse]]]:
-        """Per period, in order, (bytes, resets) of every series that counts, and those without a known start
-        (said on stderr for the containers of veids, None: all).
+    ) -> Iterator[tuple[dict[SeriesUse, tuple[int, int]], set[SeriesUse], dict[Key, Start]]]:
+        """Per period, in order, (bytes, resets) of every series that counts, those without a known start
+        (said on stderr for the containers of veids, None: all), and each counted series' start.
 
         Two boundaries at a time: what is held is one period's series, however long the report.
         """
@@ -160,9 +182,11 @@ class Report:
             started = self._started(before, after.keys() - before.keys(), t0, t1)
             found: dict[SeriesUse, tuple[int, int]] = {}
             unknown: dict[SeriesUse, list[Key]] = {}
+            starts: dict[Key, tuple[SeriesUse, Start]] = {}
             for key, value in after.items():  # a series not there by t1 did not exist yet: no row
                 use = use_of(dict(key[1]), METRICS[key[0]])
                 start = before.get(key)
+                starts[key] = (use, Start(0.0 if start is None and key in started else start, key in near))
                 if start is None and key not in started:
                     unknown.setdefault(use, []).append(key)
                     exact = self._exact(key, t0, t1, window, None)
@@ -186,12 +210,17 @@ class Report:
             if missing:
                 more = f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else ""
                 self.warnings.append(
-                    f"{stamp(t0)} .. {stamp(t1)}: no sample at or before the start, and no word of the "
-                    f"exporter that it made them after: {'; '.join(map(_shown, missing[:SHOWN]))}{more}: "
+                    f"{self._stamp(t0)} .. {self._stamp(t1)}: no sample at or before the start, and no "
+                    "word of the exporter that it made them after: "
+                    f"{'; '.join(map(_shown, missing[:SHOWN]))}{more}: "
                     "counted from their first sample in the period; their rows are marked incomplete"
                 )
             self.progress(i + 1, len(cuts) - 1, f"periods summed ({self.client.queries} queries)")
-            yield {use: found[use] for use in counted}, {use for use in unknown if use in counted}
+            yield (
+                {use: found[use] for use in counted},
+                {use for use in unknown if use in counted},
+                {key: start for key, (use, start) in starts.items() if use in counted},
+            )
             before, near = after, near_t1
 
     def _started(self, before: dict[Key, float], new: set[Key], t0: datetime, t1: datetime) -> set[Key]:
@@ -221,7 +250,9 @@ class Report:
         samples = series[0][1] if series else []
         nbytes, resets = increase(samples, t0.timestamp(), t1.timestamp(), start)
         if resets:
-            self.warnings.append(f"{_shown(key)} went down {resets} times in {stamp(t0)} .. {stamp(t1)}")
+            self.warnings.append(
+                f"{_shown(key)} went down {resets} times in {self._stamp(t0)} .. {self._stamp(t1)}"
+            )
         return nbytes, resets
 
     def check_retention(self, begin: datetime, now: datetime) -> None:
@@ -229,9 +260,9 @@ class Report:
         kept = self.client.retention()
         if kept is not None and begin.timestamp() < now.timestamp() - kept:
             raise UsageError(
-                f"the period starts {stamp(begin)}, but the server keeps {kept / 86400:g} days of samples "
-                "(storage.tsdb.retention.time): it cannot bill it; ask a server that keeps them (a longer "
-                "retention, or a long-term store)"
+                f"the period starts {self._stamp(begin)}, but the server keeps {kept / 86400:g} days of "
+                "samples (storage.tsdb.retention.time): it cannot bill it; ask a server that keeps them (a "
+                "longer retention, or a long-term store)"
             )
 
     def classes(self, at: datetime) -> Optional[set[str]]:
@@ -257,10 +288,70 @@ class Report:
         veids: Optional[set[str]],
     ) -> Iterator[Row]:
         """The rows, period after period (a generator: rows are written while later ones are read)."""
-        cuts = boundaries(begin, finish, step)
-        for (t0, t1), (traffic, unknown) in zip(zip(cuts, cuts[1:]), self.traffic(cuts, veids)):
+        cuts = boundaries(begin, finish, step, self.cycle)
+        for (t0, t1), (traffic, unknown, starts) in zip(zip(cuts, cuts[1:]), self.traffic(cuts, veids)):
             counted = classes if classes is not None else self.classes(t1)
-            yield from rows(stamp(t0), stamp(t1), traffic, counted, self.quotas(t1), veids, unknown)
+            found = rows(self._stamp(t0), self._stamp(t1), traffic, counted, self.quotas(t1), veids, unknown)
+            if self.percentile is not None:
+                rates = self._percentiles(starts, counted, veids, t0, t1)
+                found = [
+                    replace(row, percentile_bps=rates.get((row.veid, row.direction), 0)) for row in found
+                ]
+            yield from found
+
+    def _percentiles(
+        self,
+        starts: dict[Key, Start],
+        classes: Optional[set[str]],
+        veids: Optional[set[str]],
+        t0: datetime,
+        t1: datetime,
+    ) -> dict[tuple[str, str], int]:
+        """(veid, direction) -> the percentile of the interval rates, bit/s, of the series its row counts."""
+        assert self.percentile is not None
+        counted = {
+            key: start
+            for key, start in starts.items()
+            if (classes is None or dict(key[1]).get("class") in classes)
+            and (veids is None or dict(key[1]).get("veid") in veids)
+            and dict(key[1]).get("direction") in ("in", "out")
+        }
+        bounds = cuts(t0.timestamp(), t1.timestamp(), self.percentile.interval)
+        per_series: dict[tuple[str, str], list[list[int]]] = {}
+        for key, nbytes in self._intervals(counted, bounds).items():
+            labels = dict(key[1])
+            per_series.setdefault((labels["veid"], labels["direction"]), []).append(nbytes)
+        return container_percentiles(per_series, bounds, self.percentile.rank)
+
+    def _intervals(self, starts: dict[Key, Start], bounds: list[float]) -> dict[Key, list[int]]:
+        """Each series' bytes in each interval between bounds, by the exact rule (see :mod:`.rates`)."""
+        assert self.percentile is not None
+        interval = self.percentile.interval
+        ends = bounds[1:]
+        values: dict[Key, list[Optional[float]]] = {key: [None] * len(ends) for key in starts}
+        drops: dict[Key, set[int]] = {key: set() for key in starts}
+        for metric in METRICS:
+            mine = [key for key in starts if key[0] == metric]
+            for extra in _veids((dict(key[1]).get("veid", "") for key in mine), GRID_BATCH):
+                selected = _select(metric, self.inner, extra)
+                for labels, points in self.client.grid(f"last_over_time({selected}[{interval}s])", ends):
+                    row = values.get(_key(metric, labels))
+                    for i, value in points.items() if row is not None else ():
+                        row[i] = value  # type: ignore[index]
+                for labels, points in self.client.grid(f"resets({selected}[{2 * interval}s]) > 0", ends):
+                    drops.get(_key(metric, labels), set()).update(points)
+        found = {}
+        for key, start in starts.items():
+            nbytes, exact = interval_bytes(values[key], start.value, start.near, drops[key])
+            for i, at_start in exact.items():
+                t0 = datetime.fromtimestamp(bounds[i], timezone.utc)
+                t1 = datetime.fromtimestamp(bounds[i + 1], timezone.utc)
+                nbytes[i] = self._exact(key, t0, t1, int(bounds[i + 1] - bounds[i]) + interval, at_start)[0]
+            found[key] = nbytes
+        return found
+
+    def _stamp(self, t: datetime) -> str:
+        return stamp(t, self.cycle.where)
 
 
 def _quoted(value: str) -> str:

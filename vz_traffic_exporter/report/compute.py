@@ -105,6 +105,7 @@ class Row:
     quota_bytes: Optional[int]
     resets: int
     complete: bool = True  # False: a series counted in it had no known start
+    percentile_bps: Optional[int] = None  # with --percentile: that percentile of its interval rates, bit/s
 
 
 def rows(

@@ -15,28 +15,36 @@ COLUMNS = ("start", "end", "veid", "direction", "bytes", "quota_bytes", "resets"
 FORMATS = ("table", "csv", "json", "html")
 
 
-def _cells(row: Row) -> list[str]:
+def columns(percentile: Optional[str] = None) -> tuple[str, ...]:
+    """The columns, with the percentile's (p95_bps) last where the report has one."""
+    return COLUMNS if percentile is None else (*COLUMNS, percentile)
+
+
+def _cells(row: Row, percentile: Optional[str] = None) -> list[str]:
     quota = "" if row.quota_bytes is None else str(row.quota_bytes)
     complete = "true" if row.complete else "false"
-    return [row.start, row.end, row.veid, row.direction, str(row.bytes), quota, str(row.resets), complete]
+    cells = [row.start, row.end, row.veid, row.direction, str(row.bytes), quota, str(row.resets), complete]
+    return cells if percentile is None else [*cells, str(row.percentile_bps)]
 
 
-def as_csv(rows: Sequence[Row]) -> str:
+def as_csv(rows: Sequence[Row], percentile: Optional[str] = None) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    writer.writerows(_cells(row) for row in rows)
+    writer.writerow(columns(percentile))
+    writer.writerows(_cells(row, percentile) for row in rows)
     return out.getvalue()
 
 
-def as_json(rows: Sequence[Row]) -> str:
-    return json.dumps([dict(zip(COLUMNS, _values(r))) for r in rows], indent=1) + "\n"
+def as_json(rows: Sequence[Row], percentile: Optional[str] = None) -> str:
+    names = columns(percentile)
+    return json.dumps([dict(zip(names, _values(r, percentile))) for r in rows], indent=1) + "\n"
 
 
-def as_table(rows: Sequence[Row]) -> str:
-    cells = [list(COLUMNS), *(_cells(row) for row in rows)]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    numeric = {4, 5, 6}
+def as_table(rows: Sequence[Row], percentile: Optional[str] = None) -> str:
+    names = columns(percentile)
+    cells = [list(names), *(_cells(row, percentile) for row in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(names))]
+    numeric = {4, 5, 6, 8}
     return "".join(
         "  ".join(
             c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))
@@ -144,32 +152,57 @@ def as_html(rows: Sequence[Row], title: str, about: Sequence[tuple[str, str]] = 
 
 
 def write(
-    rows: Iterable[Row], fmt: str, out: TextIO, title: str, about: Sequence[tuple[str, str]] = ()
+    rows: Iterable[Row],
+    fmt: str,
+    out: TextIO,
+    title: str,
+    about: Sequence[tuple[str, str]] = (),
+    percentile: Optional[str] = None,
 ) -> None:
-    """Write the rows as they come (CSV and JSON), or all of them once read (table, HTML)."""
+    """Write the rows as they come (CSV and JSON), or all of them once read (table, HTML).
+
+    percentile: the name of the percentile's column (p95_bps), where the rows have one (not for HTML).
+    """
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(COLUMNS)
+        writer.writerow(columns(percentile))
         for row in rows:
-            writer.writerow(_cells(row))
+            writer.writerow(_cells(row, percentile))
     elif fmt == "json":
+        names = columns(percentile)
         out.write("[")
         for i, row in enumerate(rows):
-            out.write(("," if i else "") + "\n " + json.dumps(dict(zip(COLUMNS, _values(row)))))
+            out.write(("," if i else "") + "\n " + json.dumps(dict(zip(names, _values(row, percentile)))))
         out.write("\n]\n")
     else:
-        out.write(render(list(rows), fmt, title, about))
+        out.write(render(list(rows), fmt, title, about, percentile))
 
 
-def _values(row: Row) -> tuple[object, ...]:
-    return (row.start, row.end, row.veid, row.direction, row.bytes, row.quota_bytes, row.resets, row.complete)
+def _values(row: Row, percentile: Optional[str] = None) -> tuple[object, ...]:
+    values = (
+        row.start,
+        row.end,
+        row.veid,
+        row.direction,
+        row.bytes,
+        row.quota_bytes,
+        row.resets,
+        row.complete,
+    )
+    return values if percentile is None else (*values, row.percentile_bps)
 
 
-def render(rows: Sequence[Row], fmt: str, title: str, about: Sequence[tuple[str, str]] = ()) -> str:
+def render(
+    rows: Sequence[Row],
+    fmt: str,
+    title: str,
+    about: Sequence[tuple[str, str]] = (),
+    percentile: Optional[str] = None,
+) -> str:
     if fmt == "csv":
-        return as_csv(rows)
+        return as_csv(rows, percentile)
     if fmt == "json":
-        return as_json(rows)
+        return as_json(rows, percentile)
     if fmt == "html":
         return as_html(rows, title, about)
-    return as_table(rows)
+    return as_table(rows, percentile)

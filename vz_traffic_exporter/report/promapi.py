@@ -1,9 +1,9 @@
 """A client of the Prometheus HTTP query API (Prometheus, Thanos Query, Mimir, VictoriaMetrics).
 
-Only instant queries (``/api/v1/query``, sent as a form by POST): the value
-of an expression at a time, or, for a range selector, the raw samples it
-holds.  Every failure is a :class:`ServerError` with one line that says what
-went wrong and where.
+Instant queries (``/api/v1/query``) and range queries (``/api/v1/query_range``),
+sent as forms by POST: the value of an expression at a time or on a grid of
+times, or, for a range selector, the raw samples it holds.  Every failure is
+a :class:`ServerError` with one line that says what went wrong and where.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Optional
+
+MAX_STEPS = 10_000  # steps of one range query (Prometheus refuses more than 11,000 points a series)
 
 
 class ServerError(Exception):
@@ -130,6 +132,46 @@ class Client:
             return [(dict(item["metric"]), float(item["value"][1])) for item in data["result"]]
         except (KeyError, TypeError, ValueError, IndexError):
             raise ServerError(f"{self.url}: a malformed vector for {expr}") from None
+
+    def grid(self, expr: str, times: Sequence[float]) -> list[tuple[dict[str, str], dict[int, float]]]:
+        """An expression at each of times (in order, evenly spaced but for the last): (labels, {index of the
+        time: value}) of each series, from range queries of at most MAX_STEPS steps and an instant query
+        for a last time off the grid."""
+        if not times:
+            return []
+        step = times[1] - times[0] if len(times) > 1 else 1.0
+        even = len(times)
+        if len(times) > 2 and times[-1] - times[-2] != step:
+            even -= 1
+        found: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], dict[int, float]]] = {}
+
+        def add(labels: dict[str, str], index: int, value: float) -> None:
+            key = tuple(sorted(labels.items()))
+            found.setdefault(key, (labels, {}))[1][index] = value
+
+        for first in range(0, even, MAX_STEPS):
+            last = min(even, first + MAX_STEPS) - 1
+            form = {
+                "query": expr,
+                "start": f"{times[first]:.3f}",
+                "end": f"{times[last]:.3f}",
+                "step": f"{step:.3f}",
+            }
+            data = self._post("/api/v1/query_range", form)
+            if not isinstance(data, dict) or data.get("resultType") != "matrix":
+                raise ServerError(f"{self.url}: expected a matrix for {expr}")
+            try:
+                for item in data["result"]:
+                    for t, v in item["values"]:
+                        index = first + round((float(t) - times[first]) / step)
+                        if first <= index <= last:
+                            add(dict(item["metric"]), index, float(v))
+            except (KeyError, TypeError, ValueError):
+                raise ServerError(f"{self.url}: a malformed matrix for {expr}") from None
+        if even < len(times):
+            for labels, value in self.query(expr, datetime.fromtimestamp(times[-1], timezone.utc)):
+                add(labels, len(times) - 1, value)
+        return list(found.values())
 
     def samples(self, expr: str, at: datetime) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
         """The raw samples of a range selector: (labels, [(time, value)...]) of each series."""
