@@ -15,8 +15,10 @@ import shutil
 import sys
 import time
 import urllib.parse
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -33,6 +35,15 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow]
 EXPORTER_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT, WEBHOOK_PORT = 10057, 19090, 19093, 19095
 JOB = "vz-traffic"
 TINY = 30000  # bytes: container 101's monthly out quota
+ZONE = "Asia/Kolkata"  # the quotas' and the report's zone: +05:30, not a whole hour from UTC
+
+
+def far_cycle_days() -> tuple[int, int]:
+    """Two cycle days whose local midnights in ZONE are more than a day away: no billing month turns
+    while the test runs."""
+    today = datetime.now(ZoneInfo(ZONE)).day
+    return (today + 10) % 28 + 1, (today + 17) % 28 + 1
+
 
 WEBHOOK = f"""
 import http.server, sys
@@ -153,8 +164,13 @@ def test_quota_alert_reaches_alertmanager_and_every_dashboard_query_has_data(
         network_classes=VZ9_CLASSES,  # as the node's Virtuozzo 9 counts them
         quotas={
             "classes": [1],
+            "timezone": ZONE,
+            "cycle_day": far_cycle_days()[0],
             "default": {"out": "1GB", "total": "2GB"},
-            "containers": {ct101.veid: {"out": TINY}, ct104.veid: {"out": TINY}},
+            "containers": {
+                ct101.veid: {"out": TINY},
+                ct104.veid: {"out": TINY, "cycle_day": far_cycle_days()[1]},
+            },
         },
     )
     lab.start_serve(config, "--log.level=warn", port=EXPORTER_PORT)
@@ -197,6 +213,12 @@ def test_quota_alert_reaches_alertmanager_and_every_dashboard_query_has_data(
         expr = f'{month_to_date}{{veid="{ct.veid}",direction="out"}}'
         wait_for(f"the month to date of {ct.veid}", lambda e=expr, n=nbytes: _value(lab, e) == n, 10)  # type: ignore[misc]
 
+    # Each container's billing month, as the exporter exports it: from local midnight of its cycle day.
+    for ct, day in ((ct101, far_cycle_days()[0]), (ct104, far_cycle_days()[1])):
+        start = _value(lab, f'vz_traffic_quota_cycle_start_timestamp_seconds{{veid="{ct.veid}"}}')
+        local = datetime.fromtimestamp(start, ZoneInfo(ZONE))
+        assert (local.day, local.hour, local.minute) == (day, 0, 0) and start <= time.time(), local
+
     # report over the window: the bytes sent in the quota classes, to the byte, per container and direction.
     time.sleep(3)  # the last counts scraped (1 s) before the window's end
     window_end = int(time.time()) - 1
@@ -204,9 +226,15 @@ def test_quota_alert_reaches_alertmanager_and_every_dashboard_query_has_data(
     report = lab.node_cmd(
         *EXPORTER, "report", f"--prometheus.url=http://127.0.0.1:{PROMETHEUS_PORT}",
         f"--from={rfc3339[0]}", f"--to={rfc3339[1]}", f'--selector={{job="{JOB}"}}', "--format=json",
+        f"--timezone={ZONE}", "--percentile=100", "--percentile-interval=1s",
     )  # fmt: skip
     rows = {(r["veid"], r["direction"]): r["bytes"] for r in json.loads(report.stdout)}
     assert {r["complete"] for r in json.loads(report.stdout)} == {True}
+    local = [datetime.fromtimestamp(t, ZoneInfo(ZONE)).isoformat() for t in (window_start, window_end)]
+    assert {(r["start"], r["end"]) for r in json.loads(report.stdout)} == {tuple(local)}  # +05:30
+    # The busiest second of 101's out traffic: at least its bytes spread over the whole window.
+    peak = {(r["veid"], r["direction"]): r["p100_bps"] for r in json.loads(report.stdout)}
+    assert peak[(ct101.veid, "out")] >= 8 * sent / (window_end - window_start) > 0
     assert rows[(ct104.veid, "out")] == sent104  # made in the window: counted from 0
     assert rows[(ct101.veid, "out")] == sent and rows[(ct101.veid, "in")] == 0
     assert rows[(ct102.veid, "out")] == sent102 and rows[(ct102.veid, "total")] == sent102
