@@ -10,6 +10,7 @@ written.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -20,7 +21,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 BLOCK = 7200  # s: promtool's block, aligned to multiples of it since the epoch
+STORES = ("prometheus", "victoria-metrics")  # the servers of the query API the report is tested on
 
 
 def _load(text: str, data: Path) -> None:
@@ -88,17 +92,7 @@ def serving(data: Path, timeout: float = 120) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Prometheus on {data} did not become ready")
-            time.sleep(0.2)
+        _ready(url, proc, f"Prometheus on {data}", timeout)
         yield url
     finally:
         proc.terminate()
@@ -107,3 +101,81 @@ def serving(data: Path, timeout: float = 120) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _ready(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    """Until the server at url answers its readiness check (Prometheus's /-/ready, else /health)."""
+    check = f"{url}/-/ready" if what.startswith("Prometheus") else f"{url}/health"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(check, timeout=2):
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not become ready")
+        time.sleep(0.2)
+
+
+def _as_prometheus_text(block: str) -> bytes:
+    """OpenMetrics sample lines (timestamps in seconds) as Prometheus text lines (in milliseconds)."""
+    lines = []
+    for line in block.splitlines():
+        if line and not line.startswith("#"):
+            head, _, stamp = line.rpartition(" ")
+            lines.append(f"{head} {round(float(stamp) * 1000)}\n")
+    return "".join(lines).encode()
+
+
+@contextmanager
+def victoria_metrics(data: Path, blocks: Iterable[str], timeout: float = 120) -> Iterator[str]:
+    """Debian's VictoriaMetrics (single node) on a free port of 127.0.0.1, holding the history of blocks
+    (imported through /api/v1/import/prometheus): yields its URL.  Its flags are the package's defaults but
+    the retention (the histories are older than its default month)."""
+    data.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "victoria-metrics",
+            f"-storageDataPath={data}",
+            "-retentionPeriod=100y",
+            f"-httpListenAddr=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _ready(url, proc, "VictoriaMetrics", timeout)
+        for block in blocks:
+            request = urllib.request.Request(
+                f"{url}/api/v1/import/prometheus", data=_as_prometheus_text(block)
+            )
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                answer.read()
+        with urllib.request.urlopen(f"{url}/internal/force_flush", timeout=timeout) as answer:
+            answer.read()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def store(kind: str, data: Path, blocks: Iterable[str]) -> Iterator[str]:
+    """The history of blocks in a server of that kind (one of STORES), serving the query API: its URL."""
+    needs = ("promtool", "prometheus") if kind == "prometheus" else ("victoria-metrics",)
+    if any(shutil.which(tool) is None for tool in needs):
+        pytest.skip(f"needs Debian's {kind}")
+    if kind == "prometheus":
+        backfill(blocks, data)
+        with serving(data) as url:
+            yield url
+    else:
+        with victoria_metrics(data, blocks) as url:
+            yield url

@@ -13,7 +13,6 @@ import bisect
 import csv
 import io
 import math
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.tsdb import BLOCK, backfill, serving
+from tests.tsdb import BLOCK, STORES, store
 from vz_traffic_exporter import cli
 
 pytestmark = pytest.mark.slow
@@ -124,14 +123,12 @@ def blocks(made: list[Series]) -> Iterator[str]:
         yield "".join(lines) + "# EOF\n"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Series]]]:
-    if shutil.which("promtool") is None or shutil.which("prometheus") is None:
-        pytest.skip("needs Debian's prometheus and promtool")
+@pytest.fixture(scope="module", params=STORES)
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, list[Series]]]:
     made = history()
-    data = tmp_path_factory.mktemp("calendars") / "data"
-    backfill(blocks(made), data)
-    with serving(data) as url:
+    with store(request.param, tmp_path_factory.mktemp("calendars") / "data", blocks(made)) as url:
         yield url, made
 
 

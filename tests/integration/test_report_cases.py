@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,7 +17,7 @@ from typing import Optional
 
 import pytest
 
-from tests.tsdb import BLOCK, backfill, serving
+from tests.tsdb import BLOCK, STORES, store
 from vz_traffic_exporter import cli
 
 T0 = int(datetime(2026, 10, 10, tzinfo=timezone.utc).timestamp())
@@ -140,14 +139,12 @@ def blocks(made: dict[str, Case]) -> Iterator[str]:
         yield "".join(lines) + "# EOF\n"
 
 
-@pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Case]]]:
-    if shutil.which("promtool") is None or shutil.which("prometheus") is None:
-        pytest.skip("needs Debian's prometheus and promtool")
+@pytest.fixture(scope="module", params=STORES)
+def history(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, dict[str, Case]]]:
     made = cases()
-    data = tmp_path_factory.mktemp("cases") / "data"
-    backfill(blocks(made), data)
-    with serving(data) as url:
+    with store(request.param, tmp_path_factory.mktemp("cases") / "data", blocks(made)) as url:
         yield url, made
 
 
