@@ -36,6 +36,7 @@ RULES = ROOT / "prometheus" / "vz_traffic.rules.yml"
 CENTRAL_PORT = 9090  # the push topology's central store
 PULL_PORT = 9091  # the pull topology's, when both run side by side
 AGENT_PORT = 9095
+VM_PORT = 8428  # a VictoriaMetrics beside the central Prometheus, when the agents write to both
 EXPORTER_PORT = 10057
 JOB = "vz-traffic"
 
@@ -96,6 +97,7 @@ class Fleet:
     nodes: list[FleetNode] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)  # the hub's
     centrals: dict[bool, subprocess.Popen[bytes]] = field(default_factory=dict)  # pull? -> its Prometheus
+    victoria: Optional[subprocess.Popen[bytes]] = None  # a second store the agents write to
 
     @property
     def hub(self) -> str:
@@ -198,6 +200,10 @@ class Fleet:
         data["remote_write"][0]["queue_config"]["batch_send_deadline"] = "1s"
         data["remote_write"][0]["queue_config"]["min_backoff"] = "100ms"
         data["remote_write"][0]["queue_config"]["max_backoff"] = "1s"
+        if self.victoria is not None:  # the same samples to a second store
+            second = json.loads(json.dumps(data["remote_write"][0]))
+            second["url"] = f"http://[{node.hub_address}]:{VM_PORT}/api/v1/write"
+            data["remote_write"].append(second)
         path = node.workdir / "agent.yml"
         path.write_text(yaml.safe_dump(data))
         return path
@@ -256,6 +262,20 @@ class Fleet:
             argv.append("--web.enable-remote-write-receiver")
         self.centrals[pull] = self.spawn_hub(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(name, lambda: self._listening(self.hub, port), 30)
+
+    def start_victoria_metrics(self) -> None:
+        """Debian's VictoriaMetrics in the hub on VM_PORT: agents started after it remote-write to it too."""
+        self.victoria = self.spawn_hub(
+            "victoria-metrics",
+            f"-storageDataPath={self.workdir / 'victoria-metrics'}",
+            f"-httpListenAddr=[::]:{VM_PORT}",
+            "-enableTCP6",  # it listens on IPv4 only without it; the fleet speaks IPv6
+            "-search.latencyOffset=5s",  # answers for samples older than this only (default 30s)
+            "-loggerLevel=ERROR",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for("VictoriaMetrics", lambda: self._listening(self.hub, VM_PORT), 30)
 
     def stop_central(self, pull: bool = False) -> None:
         central = self.centrals.pop(pull, None)
