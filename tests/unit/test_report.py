@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Callable
 
@@ -16,7 +17,8 @@ from vz_traffic_exporter import cli
 from vz_traffic_exporter.report import Progress
 from vz_traffic_exporter.report.compute import Row, SeriesUse, chosen, increase, rows
 from vz_traffic_exporter.report.formats import as_csv, as_json
-from vz_traffic_exporter.report.periods import UsageError, boundaries, period, stamp
+from vz_traffic_exporter.report.periods import UsageError, boundaries, calendar, percentile_of, period, stamp
+from vz_traffic_exporter.report.rates import container_percentiles, cuts, interval_bytes, nearest_rank
 
 UTC = timezone.utc
 
@@ -286,3 +288,79 @@ def test_the_page_says_which_containers_have_incomplete_rows() -> None:
     page = as_html(rows_, "t")
     assert page.count("(incomplete: a series had no known start)") == 1
     assert page.index("<h2>101") < page.index("incomplete:") < page.index("<h2>102")
+
+
+def test_a_zone_and_a_cycle_day_make_the_periods() -> None:
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    berlin = calendar("Europe/Berlin", "15")
+    begin, end = period(None, None, None, now, berlin)  # the last complete cycle
+    assert (stamp(begin, berlin.where), stamp(end, berlin.where)) == (
+        "2026-10-15T00:00:00+02:00",
+        "2026-11-15T00:00:00+01:00",
+    )
+    days = boundaries(begin, end, "day", berlin)
+    assert len(days) == 32 and (days[11] - days[10]).total_seconds() == 25 * 3600  # 25 October
+    assert [stamp(t, berlin.where) for t in boundaries(begin, end, "month", berlin)] == [
+        "2026-10-15T00:00:00+02:00",
+        "2026-11-15T00:00:00+01:00",
+    ]
+    for zone, day, why in (
+        ("Mars/Olympus", None, "--timezone"),
+        (None, "29", "--cycle-day"),
+        (None, "x", "1..28"),
+    ):
+        with pytest.raises(UsageError, match=why):
+            calendar(zone, day)
+
+
+def test_the_percentile_flags() -> None:
+    p = percentile_of("95", None)
+    assert p is not None and (p.rank, p.interval, p.column) == (Fraction(95, 100), 300, "p95_bps")
+    p = percentile_of("99.9", "1m")
+    assert p is not None and (p.rank, p.interval, p.column) == (Fraction(999, 1000), 60, "p99.9_bps")
+    assert percentile_of(None, None) is None
+    for text, interval, why in (
+        ("0", None, "1..100"),
+        ("101", None, "1..100"),
+        ("95", "0s", "--percentile-interval"),
+        ("95", "2d", "--percentile-interval"),
+        (None, "5m", "goes with --percentile"),
+    ):
+        with pytest.raises(UsageError, match=why):
+            percentile_of(text, interval)
+
+
+def test_the_nearest_rank_and_the_intervals_of_a_series() -> None:
+    rates = [Fraction(v) for v in range(1, 21)]  # 1..20
+    assert nearest_rank(rates, Fraction(95, 100)) == 19  # rank ceil(19.0): the top one is free
+    assert nearest_rank(rates, Fraction(1)) == 20 and nearest_rank(rates, Fraction(1, 100)) == 1
+    assert nearest_rank([], Fraction(95, 100)) == 0
+    assert cuts(0, 1000, 300) == [0, 300, 600, 900, 1000]  # the last interval shorter
+    # Values at the intervals' ends: a carried value (None), a drop, a gap that hides a change.
+    nbytes, exact = interval_bytes([110, None, 150, 40, 45], 100)
+    assert nbytes == [10, 0, 0, 0, 5] and exact == {2: 110, 3: 150}  # after a gap; a drop
+    nbytes, exact = interval_bytes([110, 120], None)
+    assert nbytes == [0, 10] and exact == {0: None}  # no start: the first interval from its samples
+    nbytes, exact = interval_bytes([110, 120], 100, near=False, flagged=[1])
+    assert nbytes == [0, 0] and exact == {0: 100, 1: 110}  # a start carried from far back; a drop seen
+    assert container_percentiles(
+        {("1", "in"): [[300, 0, 600]], ("1", "out"): [[0, 0, 30]]}, [0, 1, 2, 3], Fraction(1)
+    ) == {
+        ("1", "in"): 4800,
+        ("1", "out"): 240,
+        ("1", "total"): 4800,
+    }
+
+
+def test_a_percentile_of_an_html_page_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        cli.main(
+            ["report", "--prometheus.url=http://x", "--month=2026-10", "--percentile=95", "--format=html"]
+        )
+        == 2
+    )
+    assert "a percentile is not a sum" in capsys.readouterr().err
+    assert (
+        cli.main(["report", "--prometheus.url=http://x", "--month=2026-10", "--timezone=Nowhere/City"]) == 2
+    )
+    assert "--timezone" in capsys.readouterr().err
