@@ -24,71 +24,34 @@ How each series' traffic is taken (see :mod:`.compute` for the rule):
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import NamedTuple, Optional, TextIO
+from datetime import datetime
+from typing import Optional, TextIO
 
 from ..cycles import UTC_MONTHS, Cycle
 from .compute import Row, SeriesUse, chosen, difference, increase, rows, use_of
 from .periods import UsageError, boundaries, stamp
 from .promapi import Client, ServerError
-from .rates import Percentile, container_percentiles, cuts, interval_bytes
-
-METRICS = {"vz_traffic_ip_bytes_total": True, "vz_traffic_container_bytes_total": False}  # -> per address
-SHORT = 600  # s: the window in which a scraped series has its last sample
-LONG = 40 * 86400  # s: how far back a series not seen in SHORT is looked for (retention is 35 days)
-BATCH = 200  # containers per query that names them
-GRID_BATCH = 20  # containers per range query of a percentile's intervals (8,640 points a series a month)
-FIRST_SEEN = "vz_traffic_container_first_seen_timestamp_seconds"
-SERIES_LABELS = frozenset({"ip", "class", "direction", "family"})  # what tells a container's series apart
-SHOWN = 5  # series named in a warning
-
-Key = tuple[str, tuple[tuple[str, str], ...]]  # (metric, sorted labels)
-
-
-class Start(NamedTuple):
-    """A series' value at a period's start (0: made after it; None: not known), and whether that value is a
-    sample near the start (not one carried from far back, where a drop may hide)."""
-
-    value: Optional[float]
-    near: bool
-
-
-def matchers(selector: Optional[str]) -> str:
-    """The matchers inside a selector like '{job="vz"}' (ValueError when it is not one)."""
-    if not selector:
-        return ""
-    text = selector.strip()
-    if not (text.startswith("{") and text.endswith("}")):
-        raise ValueError(f"--selector: {selector!r} is not a label matcher like '{{job=\"vz-traffic\"}}'")
-    return text[1:-1].strip().rstrip(",")
-
-
-def _key(metric: str, labels: dict[str, str]) -> Key:
-    return metric, tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
-
-
-def _group(labels: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """A series' container on its exporter: its labels less those that tell the container's series apart."""
-    return tuple((k, v) for k, v in labels if k not in SERIES_LABELS)
-
-
-def _shown(key: Key) -> str:
-    return f"{key[0]}{{{', '.join(f'{k}={v}' for k, v in key[1])}}}"
-
-
-def _select(metric: str, inner: str, extra: str = "") -> str:
-    parts = [p for p in (inner, extra) if p]
-    return f"{metric}{{{', '.join(parts)}}}"
-
-
-def _veids(veids: Iterable[str], batch: int = BATCH) -> Iterable[str]:
-    names = sorted(set(veids))
-    for i in range(0, len(names), batch):
-        yield 'veid=~"' + "|".join(re.escape(v).replace("\\", "\\\\") for v in names[i : i + batch]) + '"'
+from .rates import Percentile, Rates
+from .selectors import (
+    FIRST_SEEN,
+    LONG,
+    METRICS,
+    SHORT,
+    SHOWN,
+    Key,
+    Start,
+    _group,
+    _key,
+    _quoted,
+    _select,
+    _shown,
+    _veids,
+    matchers,
+)
+from .sums import Sums
 
 
 class Progress:
@@ -289,73 +252,43 @@ class Report:
     ) -> Iterator[Row]:
         """The rows, period after period (a generator: rows are written while later ones are read)."""
         cuts = boundaries(begin, finish, step, self.cycle)
-        for (t0, t1), (traffic, unknown, starts) in zip(zip(cuts, cuts[1:]), self.traffic(cuts, veids)):
+        periods = zip(cuts, cuts[1:])
+        if self.percentile is None and step == "hour":
+            # Many short periods: the server's sums, and the exact engine where they cannot be trusted.
+            for (t0, t1), (traffic, unknown) in zip(periods, Sums(self).traffic(cuts, veids)):
+                counted = classes if classes is not None else self.classes(t1)
+                yield from rows(
+                    self._stamp(t0), self._stamp(t1), traffic, counted, self.quotas(t1), veids, unknown
+                )
+            return
+        rates = None if self.percentile is None else Rates(self, self.percentile)
+        for (t0, t1), (traffic, unknown, starts) in zip(periods, self.traffic(cuts, veids)):
             counted = classes if classes is not None else self.classes(t1)
             found = rows(self._stamp(t0), self._stamp(t1), traffic, counted, self.quotas(t1), veids, unknown)
-            if self.percentile is not None:
-                rates = self._percentiles(starts, counted, veids, t0, t1)
-                found = [
-                    replace(row, percentile_bps=rates.get((row.veid, row.direction), 0)) for row in found
-                ]
-            yield from found
+            if rates is None:
+                yield from found
+                continue
+            bps = rates.of(starts, counted, veids, t0, t1)
+            yield from [replace(row, percentile_bps=bps.get((row.veid, row.direction), 0)) for row in found]
 
-    def _percentiles(
-        self,
-        starts: dict[Key, Start],
-        classes: Optional[set[str]],
-        veids: Optional[set[str]],
-        t0: datetime,
-        t1: datetime,
-    ) -> dict[tuple[str, str], int]:
-        """(veid, direction) -> the percentile of the interval rates, bit/s, of the series its row counts."""
-        assert self.percentile is not None
-        counted = {
-            key: start
-            for key, start in starts.items()
-            if (classes is None or dict(key[1]).get("class") in classes)
-            and (veids is None or dict(key[1]).get("veid") in veids)
-            and dict(key[1]).get("direction") in ("in", "out")
-        }
-        bounds = cuts(t0.timestamp(), t1.timestamp(), self.percentile.interval)
-        per_series: dict[tuple[str, str], list[list[int]]] = {}
-        for key, nbytes in self._intervals(counted, bounds).items():
-            labels = dict(key[1])
-            per_series.setdefault((labels["veid"], labels["direction"]), []).append(nbytes)
-        return container_percentiles(per_series, bounds, self.percentile.rank)
-
-    def _intervals(self, starts: dict[Key, Start], bounds: list[float]) -> dict[Key, list[int]]:
-        """Each series' bytes in each interval between bounds, by the exact rule (see :mod:`.rates`)."""
-        assert self.percentile is not None
-        interval = self.percentile.interval
-        ends = bounds[1:]
-        values: dict[Key, list[Optional[float]]] = {key: [None] * len(ends) for key in starts}
-        drops: dict[Key, set[int]] = {key: set() for key in starts}
-        for metric in METRICS:
-            mine = [key for key in starts if key[0] == metric]
-            for extra in _veids((dict(key[1]).get("veid", "") for key in mine), GRID_BATCH):
-                selected = _select(metric, self.inner, extra)
-                for labels, points in self.client.grid(f"last_over_time({selected}[{interval}s])", ends):
-                    row = values.get(_key(metric, labels))
-                    for i, value in points.items() if row is not None else ():
-                        row[i] = value  # type: ignore[index]
-                for labels, points in self.client.grid(f"resets({selected}[{2 * interval}s]) > 0", ends):
-                    drops.get(_key(metric, labels), set()).update(points)
-        found = {}
-        for key, start in starts.items():
-            nbytes, exact = interval_bytes(values[key], start.value, start.near, drops[key])
-            for i, at_start in exact.items():
-                t0 = datetime.fromtimestamp(bounds[i], timezone.utc)
-                t1 = datetime.fromtimestamp(bounds[i + 1], timezone.utc)
-                nbytes[i] = self._exact(key, t0, t1, int(bounds[i + 1] - bounds[i]) + interval, at_start)[0]
-            found[key] = nbytes
-        return found
+    def exactly(
+        self, t0: datetime, t1: datetime, only: set[str], veids: Optional[set[str]]
+    ) -> tuple[dict[SeriesUse, tuple[int, int]], set[SeriesUse]]:
+        """The traffic of the containers only in [t0, t1), from the exact engine series by series (the
+        periods where the server's sums cannot be trusted)."""
+        found: dict[SeriesUse, tuple[int, int]] = {}
+        unknown: set[SeriesUse] = set()
+        for batch in _veids(only):
+            part = Report(self.client, None, None, self.cycle)
+            part.inner = ", ".join(p for p in (self.inner, batch) if p)
+            traffic, missing, _ = next(part.traffic([t0, t1], veids))
+            found.update(traffic)
+            unknown |= missing
+            self.warnings += part.warnings
+        return found, unknown
 
     def _stamp(self, t: datetime) -> str:
         return stamp(t, self.cycle.where)
-
-
-def _quoted(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 __all__ = ["Report", "Row", "ServerError"]

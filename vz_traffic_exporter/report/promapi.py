@@ -19,9 +19,10 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 MAX_STEPS = 10_000  # steps of one range query (Prometheus refuses more than 11,000 points a series)
+RANGE_UP_TO = 3600  # s: steps further apart are asked one by one
 
 
 class ServerError(Exception):
@@ -134,44 +135,69 @@ class Client:
             raise ServerError(f"{self.url}: a malformed vector for {expr}") from None
 
     def grid(self, expr: str, times: Sequence[float]) -> list[tuple[dict[str, str], dict[int, float]]]:
-        """An expression at each of times (in order, evenly spaced but for the last): (labels, {index of the
-        time: value}) of each series, from range queries of at most MAX_STEPS steps and an instant query
-        for a last time off the grid."""
-        if not times:
-            return []
-        step = times[1] - times[0] if len(times) > 1 else 1.0
-        even = len(times)
-        if len(times) > 2 and times[-1] - times[-2] != step:
-            even -= 1
+        """An expression at each of times (in order): (labels, {index of the time: value}) of each series."""
+        return self.grid_by_step(lambda _: expr, times, times[1] - times[0] if len(times) > 1 else 1.0)
+
+    def grid_by_step(
+        self,
+        make: Callable[[float], str],
+        times: Sequence[float],
+        first_step: float,
+        range_up_to: float = RANGE_UP_TO,
+    ) -> list[tuple[dict[str, str], dict[int, float]]]:
+        """The expression make(step) at each of times, step being the time since the one before
+        (first_step for the first): (labels, {index of the time: value}) of each series.  Times as far apart
+        as the ones before them, by range_up_to seconds at most, are asked in range queries of at most
+        MAX_STEPS steps; the others each in an instant query (a range query reads every sample between its
+        start and end, however far apart its steps)."""
+        gaps = [first_step, *(b - a for a, b in zip(times, times[1:]))]
         found: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], dict[int, float]]] = {}
-
-        def add(labels: dict[str, str], index: int, value: float) -> None:
-            key = tuple(sorted(labels.items()))
-            found.setdefault(key, (labels, {}))[1][index] = value
-
-        for first in range(0, even, MAX_STEPS):
-            last = min(even, first + MAX_STEPS) - 1
-            form = {
-                "query": expr,
-                "start": f"{times[first]:.3f}",
-                "end": f"{times[last]:.3f}",
-                "step": f"{step:.3f}",
-            }
-            data = self._post("/api/v1/query_range", form)
-            if not isinstance(data, dict) or data.get("resultType") != "matrix":
-                raise ServerError(f"{self.url}: expected a matrix for {expr}")
-            try:
-                for item in data["result"]:
-                    for t, v in item["values"]:
-                        index = first + round((float(t) - times[first]) / step)
-                        if first <= index <= last:
-                            add(dict(item["metric"]), index, float(v))
-            except (KeyError, TypeError, ValueError):
-                raise ServerError(f"{self.url}: a malformed matrix for {expr}") from None
-        if even < len(times):
-            for labels, value in self.query(expr, datetime.fromtimestamp(times[-1], timezone.utc)):
-                add(labels, len(times) - 1, value)
+        first = 0
+        while first < len(times):
+            last = first
+            while (
+                gaps[first] <= range_up_to
+                and last + 1 < len(times)
+                and gaps[last + 1] == gaps[first]
+                and last + 1 - first < MAX_STEPS
+            ):
+                last += 1
+            expr = make(gaps[first])
+            for labels, points in self._range(expr, times[first], times[last], gaps[first]):
+                mine = found.setdefault(tuple(sorted(labels.items())), (labels, {}))[1]
+                for t, value in points:
+                    index = first + round((t - times[first]) / gaps[first])
+                    if first <= index <= last:
+                        mine[index] = value
+            first = last + 1
         return list(found.values())
+
+    def _range(
+        self, expr: str, start: float, end: float, step: float
+    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        """A range query (an instant one where start is end): (labels, [(time, value)...]) of each series."""
+        if start == end:
+            at = datetime.fromtimestamp(start, timezone.utc)
+            return [(labels, [(start, value)]) for labels, value in self.query(expr, at)]
+        form = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:.3f}"}
+        data = self._post("/api/v1/query_range", form)
+        if not isinstance(data, dict) or data.get("resultType") != "matrix":
+            raise ServerError(f"{self.url}: expected a matrix for {expr}")
+        try:
+            return [
+                (dict(item["metric"]), [(float(t), float(v)) for t, v in item["values"]])
+                for item in data["result"]
+            ]
+        except (KeyError, TypeError, ValueError):
+            raise ServerError(f"{self.url}: a malformed matrix for {expr}") from None
+
+    def label_values(self, name: str, match: str, start: float, end: float) -> list[str]:
+        """The values of a label among the series of a selector with samples in [start, end]."""
+        query = urllib.parse.urlencode({"match[]": match, "start": f"{start:.3f}", "end": f"{end:.3f}"})
+        data = self._post(f"/api/v1/label/{urllib.parse.quote(name)}/values?{query}", {}, method="GET")
+        if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+            raise ServerError(f"{self.url}: expected a list of values of the label {name}")
+        return list(data)
 
     def samples(self, expr: str, at: datetime) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
         """The raw samples of a range selector: (labels, [(time, value)...]) of each series."""

@@ -28,8 +28,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from fractions import Fraction
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+from .selectors import METRICS, Key, Start, _key, _select, _veids
+
+if TYPE_CHECKING:
+    from . import Report
 
 
 @dataclass(frozen=True)
@@ -120,3 +126,65 @@ def interval_bytes(
             out[i] = round(value) - round(last)
         last, carried = value, False
     return out, exact
+
+
+BATCH = 20  # containers per range query of a period's intervals (8,640 points a series a month)
+
+
+class Rates:
+    """A report's percentiles: each row's series, interval by interval (see the module)."""
+
+    def __init__(self, report: Report, percentile: Percentile) -> None:
+        self.report = report
+        self.percentile = percentile
+
+    def of(
+        self,
+        starts: dict[Key, Start],
+        classes: Optional[set[str]],
+        veids: Optional[set[str]],
+        t0: datetime,
+        t1: datetime,
+    ) -> dict[tuple[str, str], int]:
+        """(veid, direction) -> the percentile of the interval rates, bit/s, of the series its row counts."""
+        counted = {
+            key: start
+            for key, start in starts.items()
+            if (classes is None or dict(key[1]).get("class") in classes)
+            and (veids is None or dict(key[1]).get("veid") in veids)
+            and dict(key[1]).get("direction") in ("in", "out")
+        }
+        bounds = cuts(t0.timestamp(), t1.timestamp(), self.percentile.interval)
+        per_series: dict[tuple[str, str], list[list[int]]] = {}
+        for key, nbytes in self._intervals(counted, bounds).items():
+            labels = dict(key[1])
+            per_series.setdefault((labels["veid"], labels["direction"]), []).append(nbytes)
+        return container_percentiles(per_series, bounds, self.percentile.rank)
+
+    def _intervals(self, starts: dict[Key, Start], bounds: list[float]) -> dict[Key, list[int]]:
+        """Each series' bytes in each interval between bounds, by the exact rule (see :mod:`.rates`)."""
+        interval = self.percentile.interval
+        client = self.report.client
+        ends = bounds[1:]
+        values: dict[Key, list[Optional[float]]] = {key: [None] * len(ends) for key in starts}
+        drops: dict[Key, set[int]] = {key: set() for key in starts}
+        for metric in METRICS:
+            mine = [key for key in starts if key[0] == metric]
+            for extra in _veids((dict(key[1]).get("veid", "") for key in mine), BATCH):
+                selected = _select(metric, self.report.inner, extra)
+                for labels, points in client.grid(f"last_over_time({selected}[{interval}s])", ends):
+                    row = values.get(_key(metric, labels))
+                    for i, value in points.items() if row is not None else ():
+                        row[i] = value  # type: ignore[index]
+                for labels, points in client.grid(f"resets({selected}[{2 * interval}s]) > 0", ends):
+                    drops.get(_key(metric, labels), set()).update(points)
+        found = {}
+        for key, start in starts.items():
+            nbytes, exact = interval_bytes(values[key], start.value, start.near, drops[key])
+            for i, at_start in exact.items():
+                t0 = datetime.fromtimestamp(bounds[i], timezone.utc)
+                t1 = datetime.fromtimestamp(bounds[i + 1], timezone.utc)
+                window = int(bounds[i + 1] - bounds[i]) + interval
+                nbytes[i] = self.report._exact(key, t0, t1, window, at_start)[0]
+            found[key] = nbytes
+        return found
