@@ -95,12 +95,17 @@ def serving(data: Path, timeout: float = 120) -> Iterator[str]:
         _ready(url, proc, f"Prometheus on {data}", timeout)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """A server ended: asked to, then made to after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _ready(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
@@ -158,12 +163,7 @@ def victoria_metrics(data: Path, blocks: Iterable[str], timeout: float = 120) ->
             answer.read()
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @contextmanager

@@ -95,10 +95,9 @@ class QuotaConfig:
     timezone: str = cycles.UTC  # the billing months' zone
     cycle_day: int = 1  # the day each billing month starts, where a container has none of its own
 
-    def cycle(self, veid: str) -> cycles.Cycle:
-        """A container's billing month: its own cycle day, else quotas.cycle_day, in quotas.timezone."""
-        own = self.containers.get(veid, Quota()).cycle_day
-        return cycles.Cycle(cycles.zone(self.timezone), own or self.cycle_day)
+    def day_of(self, veid: str) -> int:
+        """The day a container's billing month starts: its own cycle day, else quotas.cycle_day."""
+        return self.containers.get(veid, Quota()).cycle_day or self.cycle_day
 
     def of(self, veid: str) -> dict[str, int]:
         """A container's quotas by direction (in, out, total): its own entry, key by key, over the default."""

@@ -313,11 +313,8 @@ def _months(quotas: QuotaConfig, at: float) -> Months:
 def _cycle_text(containers: Mapping[str, Container], quotas: QuotaConfig, months: Months) -> bytes:
     """Each container's billing month, start and end (a container of its own cycle day, or the default)."""
     of_day = {day: (start, end) for day, start, end in months}
-    default = of_day[quotas.cycle_day]
     rows = [
-        (_veid_labels((veid,)), of_day.get(quotas.containers[veid].cycle_day or 0, default))
-        if veid in quotas.containers
-        else (_veid_labels((veid,)), default)
+        (_veid_labels((veid,)), of_day[quotas.day_of(veid)])
         for veid in sorted({*containers, *quotas.containers})
     ]
     return _family_text(CYCLE_START, [(labels, s) for labels, (s, _) in rows]) + _family_text(

@@ -180,16 +180,7 @@ class Client:
             at = datetime.fromtimestamp(start, timezone.utc)
             return [(labels, [(start, value)]) for labels, value in self.query(expr, at)]
         form = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:.3f}"}
-        data = self._post("/api/v1/query_range", form)
-        if not isinstance(data, dict) or data.get("resultType") != "matrix":
-            raise ServerError(f"{self.url}: expected a matrix for {expr}")
-        try:
-            return [
-                (dict(item["metric"]), [(float(t), float(v)) for t, v in item["values"]])
-                for item in data["result"]
-            ]
-        except (KeyError, TypeError, ValueError):
-            raise ServerError(f"{self.url}: a malformed matrix for {expr}") from None
+        return self._matrix(self._post("/api/v1/query_range", form), expr)
 
     def label_values(self, name: str, match: str, start: float, end: float) -> list[str]:
         """The values of a label among the series of a selector with samples in [start, end]."""
@@ -201,7 +192,12 @@ class Client:
 
     def samples(self, expr: str, at: datetime) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
         """The raw samples of a range selector: (labels, [(time, value)...]) of each series."""
-        data = self._post("/api/v1/query", {"query": expr, "time": f"{at.timestamp():.3f}"})
+        return self._matrix(
+            self._post("/api/v1/query", {"query": expr, "time": f"{at.timestamp():.3f}"}), expr
+        )
+
+    def _matrix(self, data: Any, expr: str) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        """A matrix answer as (labels, [(time, value)...]) of each series (ServerError for anything else)."""
         if not isinstance(data, dict) or data.get("resultType") != "matrix":
             raise ServerError(f"{self.url}: expected a matrix for {expr}")
         try:

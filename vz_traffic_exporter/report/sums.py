@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Optional
 
 from .compute import SeriesUse, chosen, use_of
-from .selectors import METRICS, SHORT, _select, _veids
+from .selectors import METRICS, SHORT, _key, _select, _veids
 
 if TYPE_CHECKING:
     from . import Report
@@ -92,16 +92,18 @@ class Sums:
         client = self.report.client
         near = f"last_over_time({selected}[{SHORT}s])"
         sums = client.grid(f"sum by ({USE}) ({near})", at)
-        counts = {_labels(labels): points for labels, points in client.grid(f"count by ({USE}) ({near})", at)}
+        counts = {
+            _key("", labels)[1]: points for labels, points in client.grid(f"count by ({USE}) ({near})", at)
+        }
         seen = {
-            _labels(labels): points
+            _key("", labels)[1]: points
             for labels, points in client.grid_by_step(
                 lambda step: f"sum by ({USE}) (resets({selected}[{round(step) + SHORT}s]) + 1)",
                 at[1:],
                 first_step=at[1] - at[0],
             )
         }
-        by_labels = {_labels(labels): (labels, points) for labels, points in sums}
+        by_labels = {_key("", labels)[1]: (labels, points) for labels, points in sums}
         for key in seen.keys() - by_labels.keys():  # samples in a period, none near a boundary
             for i in seen[key]:
                 slow[i].add(dict(key).get("veid", ""))
@@ -122,7 +124,3 @@ class Sums:
                     continue
                 total = found[i - 1].get(use, (0, 0))
                 found[i - 1][use] = (total[0] + round(value) - round(start), total[1])
-
-
-def _labels(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
