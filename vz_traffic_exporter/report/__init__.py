@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Optional, TextIO
 
@@ -255,11 +254,8 @@ class Report:
         periods = zip(cuts, cuts[1:])
         if self.percentile is None and step == "hour":
             # Many short periods: the server's sums, and the exact engine where they cannot be trusted.
-            for (t0, t1), (traffic, unknown) in zip(periods, Sums(self).traffic(cuts, veids)):
-                counted = classes if classes is not None else self.classes(t1)
-                yield from rows(
-                    self._stamp(t0), self._stamp(t1), traffic, counted, self.quotas(t1), veids, unknown
-                )
+            for found in Sums(self, classes, veids).rows(cuts):
+                yield from found
             return
         rates = None if self.percentile is None else Rates(self, self.percentile)
         for (t0, t1), (traffic, unknown, starts) in zip(periods, self.traffic(cuts, veids)):
@@ -269,7 +265,7 @@ class Report:
                 yield from found
                 continue
             bps = rates.of(starts, counted, veids, t0, t1)
-            yield from [replace(row, percentile_bps=bps.get((row.veid, row.direction), 0)) for row in found]
+            yield from [row._replace(percentile_bps=bps.get((row.veid, row.direction), 0)) for row in found]
 
     def exactly(
         self, t0: datetime, t1: datetime, only: set[str], veids: Optional[set[str]]

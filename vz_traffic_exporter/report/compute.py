@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 Labels = tuple[tuple[str, str], ...]  # a series' labels, sorted
 DIRECTIONS = ("in", "out", "total")
@@ -95,8 +95,9 @@ def chosen(traffic: Mapping[SeriesUse, tuple[int, int]]) -> set[SeriesUse]:
     return {u for u in traffic if u.per_ip == ((u.instance, u.veid) in ip_wins)}
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
+    """One row of a report (a tuple: millions of them are made for a month of hours)."""
+
     start: str
     end: str
     veid: str

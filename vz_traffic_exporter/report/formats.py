@@ -27,12 +27,23 @@ def _cells(row: Row, percentile: Optional[str] = None) -> list[str]:
     return cells if percentile is None else [*cells, str(row.percentile_bps)]
 
 
-def as_csv(rows: Sequence[Row], percentile: Optional[str] = None) -> str:
-    out = io.StringIO()
+def _csv_cells(row: Row, percentile: Optional[str] = None) -> tuple[object, ...]:
+    """A row's cells as the csv module writes them: what _cells says (None as "", integers as str() says),
+    without making the strings first (a month of hours is millions of rows)."""
+    complete = "true" if row.complete else "false"
+    return (*row[:7], complete) if percentile is None else (*row[:7], complete, row.percentile_bps)
+
+
+def as_csv(rows: Iterable[Row], percentile: Optional[str] = None, out: Optional[TextIO] = None) -> str:
+    """The rows as CSV, written to out as they come (returned, where out is None)."""
+    if out is None:
+        buffer = io.StringIO()
+        as_csv(rows, percentile, buffer)
+        return buffer.getvalue()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns(percentile))
-    writer.writerows(_cells(row, percentile) for row in rows)
-    return out.getvalue()
+    writer.writerows(_csv_cells(row, percentile) for row in rows)
+    return ""
 
 
 def as_json(rows: Sequence[Row], percentile: Optional[str] = None) -> str:
@@ -164,10 +175,7 @@ def write(
     percentile: the name of the percentile's column (p95_bps), where the rows have one (not for HTML).
     """
     if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns(percentile))
-        for row in rows:
-            writer.writerow(_cells(row, percentile))
+        as_csv(rows, percentile, out)
     elif fmt == "json":
         names = columns(percentile)
         out.write("[")

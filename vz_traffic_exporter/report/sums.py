@@ -1,82 +1,269 @@
-"""The quick way to a report's traffic: the server sums each container's series, the exact engine takes the
+"""The quick way to a report's hours: the server sums each container's series, the exact engine takes the
 periods where a sum cannot be trusted.
 
-For each use of a container's series (its instance, direction and class, per-address or kernel: what
-``report`` adds up anyway), the server gives, at every boundary, the sum and the count of its series' last
-samples near it (``sum by (...) (last_over_time(x[10m]))``), in range queries over many boundaries at once.
-Between two boundaries the use's traffic is the difference of its sums, exactly the sum of its series'
-differences, where:
+A report of many short periods is read in spans of SPAN periods.  For each span the server gives:
 
-- every series of it with a sample in the period or in the 10 minutes before it has one near both ends,
-  and none of them went down there: ``sum(resets(x[period + 10m]) + 1)`` (the count of those series
-  plus their drops) equals the count near the end and the count near the start;
-- the sum did not go down.
+- at every boundary, the sum of the last samples near it (``last_over_time(x[10m])``) of each container's
+  series per instance and direction, over the classes that count (per class too, where the classes change
+  within the span, or where both per-address and kernel series would need them); one range query;
+- the containers it cannot vouch for: those where, at some boundary, the number of series near it is not
+  the number of series with a sample in the span (or in the 10 minutes before it) plus their drops there
+  (``sum(resets(x[span + 10m] @ end) + 1)``).  Where they are equal at every boundary, every series with a
+  sample in the span is near each boundary and none went down in it: the difference of two sums is, to the
+  byte, the sum of the series' differences, which is what the exact engine adds up.  One range query, and
+  only the failures come back.
 
-Aggregations only, no set operations on series: the server's work is a few passes over the samples.
+A container the span check cannot vouch for is checked period by period, series by series (:class:`Precise`),
+and the periods that still fail are summed by the exact engine (:meth:`Report.traffic`: gaps and resets from
+the raw samples).  The per-address and kernel series of a container are chosen as :func:`.compute.chosen`
+does, period by period.  Sums of integers are exact in float64 below 2**53 bytes (9 PB) a container.
 
-A container with a use that fails one of these in a period is summed, for that period, by the exact engine
-(:meth:`Report.traffic`, series by series, gaps and resets from the raw samples), as a report of that
-period and those containers alone.  Sums of integers are exact in float64 below 2**53 bytes (9 PB) a use.
+While a span is summed and written, the next one is asked for: the server works while the report writes.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, Optional
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
+from operator import sub
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
-from .compute import SeriesUse, chosen, use_of
+from .compute import Row, SeriesUse, chosen, rows, use_of
 from .selectors import METRICS, SHORT, _key, _select, _veids
 
 if TYPE_CHECKING:
     from . import Report
 
-USE = "job, instance, veid, direction, class"  # the labels of a use
-CHUNK = 96  # boundaries asked at once: a container's sums held for this many periods
-BATCH = 400  # containers a query asks for
+USE = "job, instance, veid, direction, class"  # the labels of a use, as compute.SeriesUse has them
+PAIR = "job, instance, veid, direction"  # a container's series on an instance, one direction
+SPAN = 24  # periods asked, checked and held at once
+BATCH = 400  # containers a query names, where the report is of some containers
 Traffic = dict[SeriesUse, tuple[int, int]]
+Classes = Optional[frozenset[str]]  # the classes that count in a period (None: all)
 
 
-def chunks(count: int, size: int = CHUNK) -> Iterator[range]:
+def _row(cells: tuple[str, str, str, str, int, Optional[int], int, bool, None]) -> Row:
+    """A Row of all its fields, made as the tuple it is (a third of the time Row() takes)."""
+    return tuple.__new__(Row, cells)
+
+
+def _utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, timezone.utc)
+
+
+def chunks(count: int, size: int = SPAN) -> Iterator[range]:
     """Ranges of boundary indices, each sharing its first with the last of the one before."""
     for first in range(0, count - 1, size):
         yield range(first, min(count, first + size + 1))
 
 
+def _regex(values: Sequence[str]) -> str:
+    """A regular expression matching exactly these values, as a PromQL string holds it."""
+    return "|".join(re.escape(v).replace("\\", "\\\\") for v in sorted(values))
+
+
+class Group(NamedTuple):
+    """One summed series of the server's answer: a container's series on an instance in one direction (and
+    one class, where it is asked per class), of one kind, with its sum at each boundary of the span."""
+
+    use: SeriesUse  # its klass is "" where the classes are summed by the server
+    values: list[int]
+
+
+class Span(NamedTuple):
+    """What the server said of one span."""
+
+    at: list[float]  # its boundaries
+    classes: list[Classes]  # per period
+    quotas: list[dict[tuple[str, str], int]]  # per period
+    per_class: bool  # the groups are per class (else the server summed the classes that count)
+    groups: list[Group]
+    doubtful: set[str]  # containers the span's check could not vouch for
+
+
 class Sums:
-    """Per period, the traffic of every use that counts, from server-side sums (see the module)."""
+    """The rows of a report of many short periods, span after span (see the module)."""
 
-    def __init__(self, report: Report) -> None:
-        self.report = report
+    def __init__(self, report: Report, classes: Optional[set[str]], veids: Optional[set[str]]) -> None:
+        self.report, self.client = report, report.client
+        self.classes: Classes = None if classes is None else frozenset(classes)
+        self.veids = veids
+        self.extras = [""]  # the containers a query names ("": all)
+        self.both = False  # per-address and kernel series both there: choosing needs every class
 
-    def traffic(
-        self, cuts: Sequence[datetime], veids: Optional[set[str]] = None
-    ) -> Iterator[tuple[Traffic, set[SeriesUse]]]:
-        report, client = self.report, self.report.client
-        times = [t.timestamp() for t in cuts]
-        present = set()
+    def rows(self, cuts: Sequence[datetime]) -> Iterator[list[Row]]:
+        """Per period, in order, its rows."""
+        report, times = self.report, [t.timestamp() for t in cuts]
+        present = {}
         for metric in METRICS:
-            present |= set(client.label_values("veid", _select(metric, report.inner), times[0], times[-1]))
-        asked = sorted(present if veids is None else present & veids)
+            names = self.client.label_values("veid", _select(metric, report.inner), times[0], times[-1])
+            present[metric] = set(names) if self.veids is None else set(names) & self.veids
+        self.both = all(present.values())
+        if self.veids is not None:
+            self.extras = list(_veids(set().union(*present.values()), BATCH)) or ['veid=~""']
+        spans = list(chunks(len(times)))
         done = 0
-        for span in chunks(len(times)):
-            at = [times[i] for i in span]
-            found: list[Traffic] = [{} for _ in at[1:]]
-            slow: list[set[str]] = [set() for _ in at[1:]]
+        # One thread asks for the next span's sums while this one is written, another checks it meanwhile:
+        # the server's two queries at a time, the report's own work beside them.
+        with ThreadPoolExecutor(1, "report-ahead") as pool, ThreadPoolExecutor(1, "report-check") as side:
+            ahead: Optional[Future[Span]] = pool.submit(self._ask, [times[i] for i in spans[0]], side)
+            while ahead is not None:
+                span = ahead.result()
+                ahead = pool.submit(self._ask, [times[i] for i in spans[1]], side) if spans[1:] else None
+                first = spans.pop(0)[0]
+                for found in self._rows(span, cuts[first : first + len(span.at)]):
+                    done += 1
+                    report.progress(done, len(cuts) - 1, f"periods summed ({self.client.queries} queries)")
+                    yield found
+
+    def _ask(self, at: list[float], side: ThreadPoolExecutor) -> Span:
+        """One span's queries (in the thread that asks ahead)."""
+        report, client = self.report, self.client
+        classes: list[Classes] = [self.classes] * (len(at) - 1)
+        if self.classes is None:
+            info = _select("vz_traffic_quota_class_info", report.inner)
+            known: list[set[str]] = [set() for _ in at[1:]]
+            for labels, points in client.grid(f"last_over_time({info}[{SHORT}s])", at[1:]):
+                for i in points:
+                    known[i].add(labels.get("class", ""))
+            classes = [frozenset(c - {""}) or None for c in known]
+        quota = _select("vz_traffic_quota_bytes", report.inner)
+        quotas: list[dict[tuple[str, str], int]] = [{} for _ in at[1:]]
+        for labels, points in client.grid(
+            f"max by (veid, direction) (last_over_time({quota}[{SHORT}s]))", at[1:]
+        ):
+            for i, value in points.items():
+                quotas[i][(labels.get("veid", ""), labels.get("direction", ""))] = int(value)
+        counted = classes[0]
+        per_class = len(set(classes)) > 1 or (counted is not None and self.both)
+        by, only = USE, ""
+        if not per_class:
+            by, only = PAIR, "" if counted is None else f'class=~"{_regex(sorted(counted))}"'
+        groups: list[Group] = []
+        doubtful: set[str] = set()
+        checks = [side.submit(self._doubtful, extra, at) for extra in self.extras]  # at the same time
+        for extra in self.extras:
             for metric, per_ip in METRICS.items():
-                for batch in _veids(asked, BATCH):
-                    self._period_sums(_select(metric, report.inner, batch), per_ip, at, found, slow)
-            for i, (traffic, flagged) in enumerate(zip(found, slow)):
-                t0, t1 = cuts[span[i]], cuts[span[i] + 1]
-                quick = {use: value for use, value in traffic.items() if use.veid not in flagged}
-                counted: Traffic = {use: quick[use] for use in chosen(quick)}
+                selected = _select(metric, report.inner, ", ".join(p for p in (extra, only) if p))
+                for labels, points in client.grid(
+                    f"sum by ({by}) (last_over_time({selected}[{SHORT}s]))", at
+                ):
+                    use = use_of(labels, per_ip)
+                    if len(points) != len(at):  # not near every boundary: the check would say so too
+                        doubtful.add(use.veid)
+                    else:
+                        groups.append(Group(use, [round(points[i]) for i in range(len(at))]))
+        for check in checks:
+            doubtful |= check.result()
+        return Span(at, classes, quotas, per_class, groups, doubtful)
+
+    def _doubtful(self, extra: str, at: list[float]) -> set[str]:
+        """The containers of which some series with a sample in the span, or in the 10 minutes before it, is
+        not near one of its boundaries, or went down (see the module)."""
+        names = "|".join(METRICS)
+        selected = "{" + ", ".join(p for p in (f'__name__=~"{names}"', self.report.inner, extra) if p) + "}"
+        window = round(at[-1] - at[0]) + SHORT
+        expr = f"sum by (veid) (resets({selected}[{window}s]) + 1)"
+        seen = {labels.get("veid", ""): value for labels, value in self.client.query(expr, _utc(at[-1]))}
+        near = self.client.grid(f"count by (veid) (last_over_time({selected}[{SHORT}s]))", at)
+        doubtful = {labels.get("veid", "") for labels, points in near if len(points) != len(at)}
+        for labels, points in near:
+            veid = labels.get("veid", "")
+            if any(value != seen.get(veid) for value in points.values()):
+                doubtful.add(veid)
+        return doubtful | (seen.keys() - {labels.get("veid", "") for labels, _ in near})
+
+    def _rows(self, span: Span, cuts: Sequence[datetime]) -> Iterator[list[Row]]:
+        """The span's rows, period by period."""
+        report = self.report
+        periods = len(span.at) - 1
+        quick = self._quick(span)
+        precise = Precise(report, self.veids).traffic(span.doubtful, span.at) if span.doubtful else None
+        for i in range(periods):
+            start, end = report._stamp(cuts[i]), report._stamp(cuts[i + 1])
+            quotas, counted = span.quotas[i], span.classes[i]
+            found: list[Row] = []
+            for veid, (nbytes_in, nbytes_out) in sorted(quick[i].items()):
+                found += [
+                    _row((start, end, veid, "in", nbytes_in, quotas.get((veid, "in")), 0, True, None)),
+                    _row((start, end, veid, "out", nbytes_out, quotas.get((veid, "out")), 0, True, None)),
+                    _row((start, end, veid, "total", nbytes_in + nbytes_out, quotas.get((veid, "total")), 0,
+                          True, None)),
+                ]  # fmt: skip
+            if precise is not None:
+                traffic, slow = precise[0][i], precise[1][i]
+                counted_uses: Traffic = {use: traffic[use] for use in chosen(traffic)}
                 unknown: set[SeriesUse] = set()
-                if flagged:
-                    exact, unknown = report.exactly(t0, t1, flagged, veids)
-                    counted.update(exact)
-                done += 1
-                report.progress(done, len(cuts) - 1, f"periods summed ({client.queries} queries)")
-                yield counted, unknown
+                if slow:
+                    exact, unknown = report.exactly(cuts[i], cuts[i + 1], slow, self.veids)
+                    counted_uses.update(exact)
+                more = rows(start, end, counted_uses, None if counted is None else set(counted), quotas,
+                            self.veids, unknown)  # fmt: skip
+                if more:
+                    found = sorted(found + more, key=lambda row: row.veid)  # stable: in, out, total
+            yield found
+
+    def _quick(self, span: Span) -> list[dict[str, list[int]]]:
+        """Per period, per container the span could vouch for: [bytes in, bytes out]."""
+        periods = len(span.at) - 1
+        pairs: dict[tuple[str, str], list[Group]] = {}
+        for group in span.groups:
+            if group.use.veid not in span.doubtful and (self.veids is None or group.use.veid in self.veids):
+                pairs.setdefault((group.use.instance, group.use.veid), []).append(group)
+        found: list[dict[str, list[int]]] = [{} for _ in range(periods)]
+        for (_, veid), groups in pairs.items():
+            diffs = [list(map(sub, g.values[1:], g.values[:-1])) for g in groups]
+            wins = _ip_wins(groups, diffs, periods)
+            for group, diff in zip(groups, diffs):
+                if group.use.direction not in ("in", "out"):
+                    continue  # it chose above, and counts in no row
+                direction = 0 if group.use.direction == "in" else 1
+                for i in range(periods):
+                    if wins is not None and wins[i] != group.use.per_ip:
+                        continue
+                    counted = span.classes[i]
+                    if span.per_class and counted is not None and group.use.klass not in counted:
+                        continue
+                    entry = found[i].get(veid)
+                    if entry is None:
+                        entry = found[i][veid] = [0, 0]
+                    entry[direction] += diff[i]
+        return found
+
+
+def _ip_wins(groups: list[Group], diffs: list[list[int]], periods: int) -> Optional[list[bool]]:
+    """Per period, whether the per-address series of a container on an instance count (else its kernel
+    ones), as :func:`.compute.chosen` says; None where it has one kind only."""
+    kinds = {g.use.per_ip for g in groups}
+    if len(kinds) < 2:
+        return None
+    moved, kernel = [False] * periods, [False] * periods
+    for group, diff in zip(groups, diffs):
+        mine = moved if group.use.per_ip else kernel
+        mine[:] = [m or bool(d) for m, d in zip(mine, diff)]
+    return [m or not k for m, k in zip(moved, kernel)]
+
+
+class Precise:
+    """Period by period and series by series, the containers a span's check could not vouch for."""
+
+    def __init__(self, report: Report, veids: Optional[set[str]]) -> None:
+        self.report, self.veids = report, veids
+
+    def traffic(self, only: set[str], at: list[float]) -> tuple[list[Traffic], list[set[str]]]:
+        """Per period, the traffic of each use of the containers only whose sums can be trusted there, and
+        the containers that the exact engine must sum."""
+        found: list[Traffic] = [{} for _ in at[1:]]
+        slow: list[set[str]] = [set() for _ in at[1:]]
+        for metric, per_ip in METRICS.items():
+            for batch in _veids(only, BATCH):
+                self._period_sums(_select(metric, self.report.inner, batch), per_ip, at, found, slow)
+        for traffic, flagged in zip(found, slow):
+            for use in [use for use in traffic if use.veid in flagged]:
+                del traffic[use]
+        return found, slow
 
     def _period_sums(
         self, selected: str, per_ip: bool, at: list[float], found: list[Traffic], slow: list[set[str]]
