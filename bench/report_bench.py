@@ -8,7 +8,8 @@ Writes a history of N containers (two addresses each, 198.18.0.0/15 and
 container, spread over ten instances; quotas for one container in ten) at
 one sample per --interval seconds, loads it into Debian's Prometheus with
 ``promtool tsdb create-blocks-from openmetrics`` one two-hour block at a
-time, starts Prometheus on 127.0.0.1 with its default query limits, and runs
+time, starts Prometheus on 127.0.0.1 with its default query limits, lets it
+compact the blocks as it does a month it scraped (--two-hour-blocks: not), and runs
 ``report`` over the whole history at --step, as a child process, measuring
 its wall time, its CPU time and its peak RSS, and Prometheus's peak RSS.
 docs/benchmarks.md keeps the results.
@@ -94,6 +95,11 @@ def main() -> int:
     parser.add_argument("--interval", type=int, default=300, help="s between samples")
     parser.add_argument("--step", default="hour")
     parser.add_argument("--keep", type=Path, help="build the TSDB here, and reuse it if it is there")
+    parser.add_argument(
+        "--two-hour-blocks",
+        action="store_true",
+        help="serve the history as promtool wrote it (else compacted first, as a month scraped)",
+    )
     args = parser.parse_args()
     begin = datetime.fromisoformat(args.start).replace(tzinfo=timezone.utc)
     finish = begin + timedelta(hours=args.hours)
@@ -115,7 +121,7 @@ def main() -> int:
                 f"loaded in {time.monotonic() - began:.0f} s",
                 flush=True,
             )
-        with serving(data, timeout=600) as url:
+        with serving(data, timeout=600, compacted=not args.two_hour_blocks) as url:
             server = subprocess.run(
                 ["pgrep", "-f", f"storage.tsdb.path={data}"], capture_output=True, text=True
             )

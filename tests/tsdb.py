@@ -69,10 +69,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(data: Path, timeout: float = 120) -> Iterator[str]:
+def serving(data: Path, timeout: float = 120, compacted: bool = False) -> Iterator[str]:
     """Debian's Prometheus on the TSDB at ``data``, on a free port of 127.0.0.1: yields its URL.
 
-    Block durations are pinned to two hours so that it does not compact the history while it is queried.
+    Block durations are pinned to two hours so that it does not compact the history while it is queried;
+    compacted: it compacts the history first, as it does a month it scraped (blocks of up to 31 days), and
+    is yielded once its blocks stop changing.
     """
     config = data.parent / "prometheus.yml"
     config.write_text("global: {}\n")
@@ -83,8 +85,11 @@ def serving(data: Path, timeout: float = 120) -> Iterator[str]:
             f"--config.file={config}",
             f"--storage.tsdb.path={data}",
             "--storage.tsdb.retention.time=100y",
-            "--storage.tsdb.min-block-duration=2h",
-            "--storage.tsdb.max-block-duration=2h",
+            *(
+                []
+                if compacted
+                else ["--storage.tsdb.min-block-duration=2h", "--storage.tsdb.max-block-duration=2h"]
+            ),
             f"--web.listen-address=127.0.0.1:{port}",
         ],
         stdout=subprocess.DEVNULL,
@@ -93,9 +98,22 @@ def serving(data: Path, timeout: float = 120) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         _ready(url, proc, f"Prometheus on {data}", timeout)
+        if compacted:
+            _settled(data)
         yield url
     finally:
         _stop(proc)
+
+
+def _settled(data: Path, quiet: float = 90.0) -> None:
+    """Until the blocks under data have not changed for quiet seconds (Prometheus plans its compactions once
+    a minute)."""
+    blocks, since = None, time.monotonic()
+    while time.monotonic() - since < quiet:
+        now = sorted(p.name for p in data.iterdir() if (p / "meta.json").exists())
+        if now != blocks:
+            blocks, since = now, time.monotonic()
+        time.sleep(5)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
