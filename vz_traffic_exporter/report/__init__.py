@@ -48,7 +48,9 @@ from .selectors import (
     _select,
     _shown,
     _veids,
+    classes_expr,
     matchers,
+    quotas_expr,
 )
 from .sums import Sums
 
@@ -228,17 +230,13 @@ class Report:
             )
 
     def classes(self, at: datetime) -> Optional[set[str]]:
-        found = self.client.query(
-            f"last_over_time({_select('vz_traffic_quota_class_info', self.inner)}[{SHORT}s])", at
-        )
+        found = self.client.query(classes_expr(self.inner), at)
         return {labels["class"] for labels, _ in found if "class" in labels} or None
 
     def quotas(self, at: datetime) -> dict[tuple[str, str], int]:
-        selected = _select("vz_traffic_quota_bytes", self.inner)
-        expr = f"max by (veid, direction) (last_over_time({selected}[{SHORT}s]))"
         return {
             (labels.get("veid", ""), labels.get("direction", "")): int(value)
-            for labels, value in self.client.query(expr, at)
+            for labels, value in self.client.query(quotas_expr(self.inner), at)
         }
 
     def run(

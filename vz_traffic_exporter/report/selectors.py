@@ -48,15 +48,30 @@ def _shown(key: Key) -> str:
     return f"{key[0]}{{{', '.join(f'{k}={v}' for k, v in key[1])}}}"
 
 
+def quotas_expr(inner: str) -> str:
+    """Each container's quota per direction near a time (the largest an instance exports)."""
+    return f"max by (veid, direction) (last_over_time({_select('vz_traffic_quota_bytes', inner)}[{SHORT}s]))"
+
+
+def classes_expr(inner: str) -> str:
+    """The quota classes the exporters say count, near a time."""
+    return f"last_over_time({_select('vz_traffic_quota_class_info', inner)}[{SHORT}s])"
+
+
 def _select(metric: str, inner: str, extra: str = "") -> str:
     parts = [p for p in (inner, extra) if p]
     return f"{metric}{{{', '.join(parts)}}}"
 
 
+def alternatives(values: Iterable[str]) -> str:
+    """A regular expression matching exactly these values, as a PromQL string holds it."""
+    return "|".join(re.escape(v).replace("\\", "\\\\") for v in values)
+
+
 def _veids(veids: Iterable[str], batch: int = BATCH) -> Iterable[str]:
     names = sorted(set(veids))
     for i in range(0, len(names), batch):
-        yield 'veid=~"' + "|".join(re.escape(v).replace("\\", "\\\\") for v in names[i : i + batch]) + '"'
+        yield f'veid=~"{alternatives(names[i : i + batch])}"'
 
 
 def _quoted(value: str) -> str:

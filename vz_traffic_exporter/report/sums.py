@@ -8,10 +8,10 @@ A report of many short periods is read in spans of SPAN periods.  For each span 
   within the span, or where both per-address and kernel series would need them); one range query;
 - the containers it cannot vouch for: those where, at some boundary, the number of series near it is not
   the number of series with a sample in the span (or in the 10 minutes before it) plus their drops there
-  (``sum(resets(x[span + 10m] @ end) + 1)``).  Where they are equal at every boundary, every series with a
-  sample in the span is near each boundary and none went down in it: the difference of two sums is, to the
-  byte, the sum of the series' differences, which is what the exact engine adds up.  One range query, and
-  only the failures come back.
+  (``sum(resets(x[span + 10m]) + 1)`` at its end).  Where they are equal at every boundary, every series
+  with a sample in the span is near each boundary and none went down in it: the difference of two sums
+  is, to the byte, the sum of the series' differences, which is what the exact engine adds up.  A range
+  query of the counts near the boundaries and an instant one of the counts in the span, beside the sums.
 
 A container the span check cannot vouch for is checked period by period, series by series (:class:`Precise`),
 and the periods that still fail are summed by the exact engine (:meth:`Report.traffic`: gaps and resets from
@@ -24,7 +24,6 @@ While a span is summed and written, the next one is asked for: the server works 
 from __future__ import annotations
 
 import gc
-import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -32,7 +31,7 @@ from operator import sub
 from typing import TYPE_CHECKING, NamedTuple, Optional
 
 from .compute import Row, SeriesUse, chosen, rows, use_of
-from .selectors import METRICS, SHORT, _key, _select, _veids
+from .selectors import METRICS, SHORT, _key, _select, _veids, alternatives, classes_expr, quotas_expr
 
 if TYPE_CHECKING:
     from . import Report
@@ -58,11 +57,6 @@ def chunks(count: int, size: int = SPAN) -> Iterator[range]:
     """Ranges of boundary indices, each sharing its first with the last of the one before."""
     for first in range(0, count - 1, size):
         yield range(first, min(count, first + size + 1))
-
-
-def _regex(values: Sequence[str]) -> str:
-    """A regular expression matching exactly these values, as a PromQL string holds it."""
-    return "|".join(re.escape(v).replace("\\", "\\\\") for v in sorted(values))
 
 
 class Group(NamedTuple):
@@ -135,24 +129,20 @@ class Sums:
         report, client = self.report, self.client
         classes: list[Classes] = [self.classes] * (len(at) - 1)
         if self.classes is None:
-            info = _select("vz_traffic_quota_class_info", report.inner)
             known: list[set[str]] = [set() for _ in at[1:]]
-            for labels, points in client.grid(f"last_over_time({info}[{SHORT}s])", at[1:]):
+            for labels, points in client.grid(classes_expr(report.inner), at[1:]):
                 for i in points:
                     known[i].add(labels.get("class", ""))
             classes = [frozenset(c - {""}) or None for c in known]
-        quota = _select("vz_traffic_quota_bytes", report.inner)
         quotas: list[dict[tuple[str, str], int]] = [{} for _ in at[1:]]
-        for labels, points in client.grid(
-            f"max by (veid, direction) (last_over_time({quota}[{SHORT}s]))", at[1:]
-        ):
+        for labels, points in client.grid(quotas_expr(report.inner), at[1:]):
             for i, value in points.items():
                 quotas[i][(labels.get("veid", ""), labels.get("direction", ""))] = int(value)
         counted = classes[0]
         per_class = len(set(classes)) > 1 or (counted is not None and self.both)
         by, only = USE, ""
         if not per_class:
-            by, only = PAIR, "" if counted is None else f'class=~"{_regex(sorted(counted))}"'
+            by, only = PAIR, "" if counted is None else f'class=~"{alternatives(sorted(counted))}"'
         groups: list[Group] = []
         doubtful: set[str] = set()
         checks = [side.submit(self._doubtful, extra, at) for extra in self.extras]  # at the same time
@@ -179,20 +169,24 @@ class Sums:
         window = round(at[-1] - at[0]) + SHORT
         expr = f"sum by (veid) (resets({selected}[{window}s]) + 1)"
         seen = {labels.get("veid", ""): value for labels, value in self.client.query(expr, _utc(at[-1]))}
-        near = self.client.grid(f"count by (veid) (last_over_time({selected}[{SHORT}s]))", at)
-        doubtful = {labels.get("veid", "") for labels, points in near if len(points) != len(at)}
-        for labels, points in near:
-            veid = labels.get("veid", "")
-            if any(value != seen.get(veid) for value in points.values()):
+        near = {
+            labels.get("veid", ""): points
+            for labels, points in self.client.grid(
+                f"count by (veid) (last_over_time({selected}[{SHORT}s]))", at
+            )
+        }
+        doubtful = seen.keys() - near.keys()  # samples in the span, none near a boundary
+        for veid, points in near.items():
+            if len(points) != len(at) or any(value != seen.get(veid) for value in points.values()):
                 doubtful.add(veid)
-        return doubtful | (seen.keys() - {labels.get("veid", "") for labels, _ in near})
+        return doubtful
 
     def _rows(self, span: Span, cuts: Sequence[datetime]) -> Iterator[list[Row]]:
         """The span's rows, period by period."""
         report = self.report
         periods = len(span.at) - 1
         quick = self._quick(span)
-        precise = Precise(report, self.veids).traffic(span.doubtful, span.at) if span.doubtful else None
+        precise = Precise(report).traffic(span.doubtful, span.at) if span.doubtful else None
         for i in range(periods):
             start, end = report._stamp(cuts[i]), report._stamp(cuts[i + 1])
             quotas, counted = span.quotas[i], span.classes[i]
@@ -227,7 +221,7 @@ class Sums:
         found: list[dict[str, list[int]]] = [{} for _ in range(periods)]
         for (_, veid), groups in pairs.items():
             diffs = [list(map(sub, g.values[1:], g.values[:-1])) for g in groups]
-            wins = _ip_wins(groups, diffs, periods)
+            wins = _ip_wins(groups, diffs)
             for group, diff in zip(groups, diffs):
                 if group.use.direction not in ("in", "out"):
                     continue  # it chose above, and counts in no row
@@ -245,13 +239,13 @@ class Sums:
         return found
 
 
-def _ip_wins(groups: list[Group], diffs: list[list[int]], periods: int) -> Optional[list[bool]]:
+def _ip_wins(groups: list[Group], diffs: list[list[int]]) -> Optional[list[bool]]:
     """Per period, whether the per-address series of a container on an instance count (else its kernel
     ones), as :func:`.compute.chosen` says; None where it has one kind only."""
     kinds = {g.use.per_ip for g in groups}
     if len(kinds) < 2:
         return None
-    moved, kernel = [False] * periods, [False] * periods
+    moved, kernel = [False] * len(diffs[0]), [False] * len(diffs[0])
     for group, diff in zip(groups, diffs):
         mine = moved if group.use.per_ip else kernel
         mine[:] = [m or bool(d) for m, d in zip(mine, diff)]
@@ -261,8 +255,8 @@ def _ip_wins(groups: list[Group], diffs: list[list[int]], periods: int) -> Optio
 class Precise:
     """Period by period and series by series, the containers a span's check could not vouch for."""
 
-    def __init__(self, report: Report, veids: Optional[set[str]]) -> None:
-        self.report, self.veids = report, veids
+    def __init__(self, report: Report) -> None:
+        self.report = report
 
     def traffic(self, only: set[str], at: list[float]) -> tuple[list[Traffic], list[set[str]]]:
         """Per period, the traffic of each use of the containers only whose sums can be trusted there, and
