@@ -1,0 +1,162 @@
+"""make binary: the exporter as one static binary, run in a bare root that has no Python and no C library,
+counting real traffic to the byte with the ipset and the legacy iptables backends."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from netlab.lab import CLASS_NETWORKS
+
+from .conftest import NodeLab, _bindir, _lab, parse_ip_series
+from .test_iptables_netns import Expected, ip_series, send_mixed_traffic
+
+pytestmark = pytest.mark.netns
+
+ROOT = Path(__file__).resolve().parents[2]
+# The host tools the exporter calls there, under the names it calls them by.
+TOOLS = {
+    "ipset": "ipset",
+    **{
+        f"{base}{suffix}": f"{base}-legacy{suffix}"
+        for base in ("iptables", "ip6tables")
+        for suffix in ("", "-save", "-restore")
+    },
+}
+LIBRARY = re.compile(r"(/\S+\.so[.\d]*)")
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for the bare root's mounts")
+    out = tmp_path_factory.mktemp("binary")
+    built = subprocess.run(
+        [str(ROOT / "scripts" / "build-binary")],
+        cwd=ROOT,
+        env=dict(os.environ, OUT=str(out)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (found,) = out.iterdir()
+    return found
+
+
+def libraries(path: str) -> set[str]:
+    """The shared libraries a host program loads (its loader included), by ldd."""
+    proc = subprocess.run(["ldd", path], capture_output=True, text=True, check=True)
+    return {m.group(1) for m in LIBRARY.finditer(proc.stdout)}
+
+
+class BareRoot:
+    """A directory holding the binary, the host tools it calls and their libraries, nothing else; each
+    command runs chrooted there in a private mount namespace with /proc, /sys, /dev, /run and a /tmp of its
+    own, in the lab's node namespace."""
+
+    def __init__(self, base: Path, binary: Path, netns: str) -> None:
+        self.base, self.netns = base, netns
+        for sub in ("proc", "sys", "dev", "tmp", "run", "sbin", "etc", "var/lib"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(binary, base / "sbin" / "vz-traffic-exporter")
+        needed: set[str] = set()
+        for name, tool in TOOLS.items():
+            found = shutil.which(tool)
+            assert found, f"{tool} is not installed"
+            real = os.path.realpath(found)
+            self._copy(real)
+            link = base / "sbin" / name
+            if not link.exists():
+                link.symlink_to(real)
+            needed |= libraries(real)
+        for library in needed:
+            self._copy(os.path.realpath(library), library)
+        # iptables-legacy's own extensions (the bundle has its own copy for python-iptables).
+        extensions = Path(os.path.realpath("/usr/lib/x86_64-linux-gnu/xtables"))
+        shutil.copytree(extensions, base / str(extensions).lstrip("/"), dirs_exist_ok=True)
+
+    def _copy(self, source: str, path: str = "") -> None:
+        target = self.base / (path or source).lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            shutil.copy2(source, target)
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        root = shlex.quote(str(self.base))
+        script = (
+            "set -e; "
+            f"for fs in proc sys dev; do mount --rbind /$fs {root}/$fs; done; "
+            f"mount -t tmpfs tmpfs {root}/tmp; "
+            f'exec env -i PATH=/sbin "$(command -v chroot)" {root} "$@"'
+        )
+        command = ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation", "private"]
+        command += ["sh", "-c", script, "sh", *argv]
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise AssertionError(f"{argv} in the bare root exited {proc.returncode}:\n{proc.stderr}")
+        return proc
+
+    def exporter(self, config: str, *args: str) -> str:
+        return self.run("/sbin/vz-traffic-exporter", "--config", config, *args).stdout
+
+
+@pytest.fixture(params=["ipset", "iptables"])
+def bare(request: pytest.FixtureRequest, binary: Path, tmp_path: Path) -> Iterator[tuple[NodeLab, BareRoot]]:
+    if request.param == "ipset" and shutil.which("ipset") is None:
+        pytest.skip("ipset is not installed")
+    for lab in _lab(_bindir(tmp_path, "legacy"), tmp_path, request.param):
+        yield lab, BareRoot(tmp_path / "bare", binary, lab.node)
+
+
+def test_the_binary_needs_nothing_of_the_host(binary: Path) -> None:
+    """No interpreter asked of the host, no library, hence no glibc symbol version either."""
+    header = subprocess.run(
+        ["readelf", "-lW", str(binary)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "INTERP" not in header and "DYNAMIC" not in header, header
+    dynamic = subprocess.run(["readelf", "-dW", str(binary)], capture_output=True, text=True, check=True)
+    assert "NEEDED" not in dynamic.stdout
+    versions = subprocess.run(["readelf", "-VW", str(binary)], capture_output=True, text=True, check=True)
+    assert "GLIBC_" not in versions.stdout
+    file_says = subprocess.run(
+        ["file", "-b", str(binary)], capture_output=True, text=True, check=False
+    ).stdout
+    if file_says:
+        assert "statically linked" in file_says, file_says
+
+
+def test_the_binary_counts_to_the_byte_in_a_bare_root(bare: tuple[NodeLab, BareRoot]) -> None:
+    lab, root = bare
+    assert not (root.base / "usr" / "bin" / "python3").exists() and not list(root.base.glob("**/libpython*"))
+    config = {
+        "containers": {
+            "static": [{"veid": ct.veid, "name": ct.name, "ips": [ct.ipv4, ct.ipv6]} for ct in lab.containers]
+        },
+        "network_classes": [
+            {"id": 1, "name": "peering", "networks": CLASS_NETWORKS[1]},
+            {"id": 0, "name": "local", "networks": CLASS_NETWORKS[0]},
+        ],
+        "netfilter": {"backend": lab.backend},
+        "state": {"file": "/var/lib/state.json"},
+    }
+    (root.base / "etc" / "config.yaml").write_text(yaml.safe_dump(config))
+    assert "configuration is valid" in root.exporter("/etc/config.yaml", "check-config")
+    assert "changes" in root.exporter("/etc/config.yaml", "rules", "sync")
+    # Written from the bundle (libiptc through python-iptables, or iptables-restore for set matches),
+    # read back by the host's own tools.
+    ours = {"iptables": ":VZTRAFFIC-", "ipset": ":VZTSET-"}[lab.backend]
+    assert ours in lab.save("ipv4") and ours in lab.save("ipv6")
+    expected = Expected(lab.containers)
+    send_mixed_traffic(lab, expected, host=True)
+    assert ip_series(parse_ip_series(root.exporter("/etc/config.yaml", "dump"))) == expected.values
+    root.exporter("/etc/config.yaml", "rules", "remove")
+    assert ours not in lab.save("ipv4") + lab.save("ipv6")
