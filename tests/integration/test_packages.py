@@ -45,9 +45,26 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     subprocess.run(
         [str(ROOT / "scripts" / "build-packages")], cwd=ROOT, env=env, check=True, capture_output=True
     )
-    found = {p.suffix: p for p in out.iterdir()}
-    assert set(found) == {".deb", ".rpm"}
-    return {"deb": found[".deb"], "rpm": found[".rpm"]}
+    found = {("el7" if ".el7." in p.name else p.suffix.lstrip(".")): p for p in out.iterdir()}
+    assert set(found) == {"deb", "rpm", "el7"}, sorted(found)
+    return found
+
+
+# Every directive of the EL7 unit, each one systemd 219 knows (its src/core/load-fragment-gperf.gperf.m4):
+# nothing newer, which 219 would log as unknown on every start.
+SYSTEMD_219 = {
+    "Unit": {"Description", "Documentation", "Wants", "Requires", "After", "Before", "Conflicts"},
+    "Service": {
+        "Type", "ExecStart", "ExecReload", "Restart", "RestartSec", "TimeoutStopSec", "User", "Group",
+        "Environment", "EnvironmentFile", "UMask", "CapabilityBoundingSet", "NoNewPrivileges",
+        "SystemCallFilter", "SystemCallArchitectures", "RestrictAddressFamilies", "ReadWriteDirectories",
+        "ReadOnlyDirectories", "PrivateTmp", "PrivateDevices", "PrivateNetwork", "ProtectSystem",
+        "ProtectHome", "LimitNOFILE",
+    },
+    "Install": {"WantedBy"},
+}  # fmt: skip
+# Values 219 takes where later versions take more (ProtectSystem=strict came in 232).
+VALUES_219 = {"ProtectSystem": {"yes", "full"}, "ProtectHome": {"yes", "read-only"}}
 
 
 @pytest.mark.skipif(shutil.which("rpm") is None, reason="rpm is not installed")
@@ -63,6 +80,50 @@ def test_the_rpm_holds_the_files_and_the_scripts(packages: dict[str, Path]) -> N
     assert "python3 >= 3.9" in requires
     config = set(run("rpm", "-qcp", str(packages["rpm"])).stdout.split())
     assert config == {"/etc/default/vz-traffic-exporter", "/etc/vz-traffic-exporter/config.yaml"}
+
+
+@pytest.mark.skipif(shutil.which("rpm") is None, reason="rpm is not installed")
+def test_the_el7_rpm_holds_the_binary_and_asks_only_iptables_and_ipset(packages: dict[str, Path]) -> None:
+    rpm = str(packages["el7"])
+    listing = run("rpm", "-qlvp", rpm).stdout
+    assert re.search(r"(?m)^-rwxr-xr-x .* /usr/bin/vz-traffic-exporter$", listing)
+    assert re.search(r"(?m)^drwxr-x--- +\d+ root +vz-traff\S* .* /var/lib/vz-traffic-exporter$", listing)
+    files = set(run("rpm", "-qlp", rpm).stdout.split())
+    assert "/usr/lib/systemd/system/vz-traffic-exporter.service" in files
+    assert not any(path.startswith("/usr/lib/vz-traffic-exporter") for path in files)  # no Python tree
+    requires = {line.split()[0] for line in run("rpm", "-qp", "--requires", rpm).stdout.splitlines()}
+    assert {r for r in requires if not r.startswith("rpmlib(")} == {"iptables", "ipset"}
+    assert run("rpm", "-qp", "--qf", "%{PAYLOADCOMPRESSOR}", rpm).stdout in {"gzip", "xz"}  # rpm 4.11 reads
+    config = set(run("rpm", "-qcp", rpm).stdout.split())
+    assert config == {"/etc/default/vz-traffic-exporter", "/etc/vz-traffic-exporter/config.yaml"}
+    scripts = run("rpm", "-qp", "--scripts", rpm).stdout
+    assert "useradd --system" in scripts and "rules remove" in scripts and not STARTS.search(scripts)
+
+
+def test_the_el7_unit_says_only_what_systemd_219_knows(packages: dict[str, Path], tmp_path: Path) -> None:
+    unit = ROOT / "packaging" / "el7" / "vz-traffic-exporter.service"
+    section = ""
+    for line in unit.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, value = line.split("=", 1)
+        assert key in SYSTEMD_219[section], f"[{section}] {key} is not known to systemd 219"
+        assert value in VALUES_219.get(key, {value}), f"{key}={value}: systemd 219 does not take it"
+    if os.geteuid() != 0 or shutil.which("systemd-analyze") is None or shutil.which("unshare") is None:
+        pytest.skip("needs root, unshare and systemd-analyze")
+    binary = ROOT / "build" / "binary" / "vz-traffic-exporter"  # what the EL7 rpm holds
+    root = ThrowawayRoot(tmp_path / "root")
+    root.put(unit, "/etc/systemd/system/vz-traffic-exporter.service")
+    root.put(binary, "/usr/bin/vz-traffic-exporter")
+    root.run("chmod", "0755", "/usr/bin/vz-traffic-exporter")
+    verify = root.run(
+        "systemd-analyze", "verify", "/etc/systemd/system/vz-traffic-exporter.service", check=False
+    )
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
 
 
 def test_the_deb_installs_runs_and_purges_cleanly(packages: dict[str, Path], tmp_path: Path) -> None:
