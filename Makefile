@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all demo demo-stop demo-fleet demo-fleet-stop demo-fleet-deps test quick lint typecheck unit integration bench deps demo-deps venv clean package sdist fuzz
+.PHONY: all demo demo-stop demo-fleet demo-fleet-stop demo-fleet-deps test quick lint typecheck unit integration bench deps demo-deps venv clean package binary sdist fuzz
 
 all: test
 
@@ -61,6 +61,10 @@ bench: deps venv
 
 package: venv
 	./scripts/build-packages
+
+# The exporter as one static binary (no Python, no glibc of the host's): dist/vz-traffic-exporter-<version>-x86_64.
+binary:
+	./scripts/build-binary
 
 # A source archive for pip on a host without a checkout (docs/install.md): the committed tree.
 sdist:
