@@ -109,12 +109,17 @@ class BareRoot:
         return self.run("/sbin/vz-traffic-exporter", "--config", config, *args).stdout
 
 
-@pytest.fixture(params=["ipset", "iptables"])
-def bare(request: pytest.FixtureRequest, binary: Path, tmp_path: Path) -> Iterator[tuple[NodeLab, BareRoot]]:
-    if request.param == "ipset" and shutil.which("ipset") is None:
+Bare = tuple[NodeLab, BareRoot, str]
+
+
+@pytest.fixture(params=["auto", "iptables"])
+def bare(request: pytest.FixtureRequest, binary: Path, tmp_path: Path) -> Iterator[Bare]:
+    """The lab, its bare root and the backend configured (auto: no nft there, as on EL7: ipset)."""
+    if shutil.which("ipset") is None:
         pytest.skip("ipset is not installed")
-    for lab in _lab(_bindir(tmp_path, "legacy"), tmp_path, request.param):
-        yield lab, BareRoot(tmp_path / "bare", binary, lab.node)
+    backend = "ipset" if request.param == "auto" else request.param
+    for lab in _lab(_bindir(tmp_path, "legacy"), tmp_path, backend):
+        yield lab, BareRoot(tmp_path / "bare", binary, lab.node), request.param
 
 
 def test_the_binary_needs_nothing_of_the_host(binary: Path) -> None:
@@ -134,8 +139,8 @@ def test_the_binary_needs_nothing_of_the_host(binary: Path) -> None:
         assert "statically linked" in file_says, file_says
 
 
-def test_the_binary_counts_to_the_byte_in_a_bare_root(bare: tuple[NodeLab, BareRoot]) -> None:
-    lab, root = bare
+def test_the_binary_counts_to_the_byte_in_a_bare_root(bare: Bare) -> None:
+    lab, root, configured = bare
     assert not (root.base / "usr" / "bin" / "python3").exists() and not list(root.base.glob("**/libpython*"))
     config = {
         "containers": {
@@ -145,7 +150,7 @@ def test_the_binary_counts_to_the_byte_in_a_bare_root(bare: tuple[NodeLab, BareR
             {"id": 1, "name": "peering", "networks": CLASS_NETWORKS[1]},
             {"id": 0, "name": "local", "networks": CLASS_NETWORKS[0]},
         ],
-        "netfilter": {"backend": lab.backend},
+        "netfilter": {"backend": configured},
         "state": {"file": "/var/lib/state.json"},
     }
     (root.base / "etc" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -157,6 +162,8 @@ def test_the_binary_counts_to_the_byte_in_a_bare_root(bare: tuple[NodeLab, BareR
     assert ours in lab.save("ipv4") and ours in lab.save("ipv6")
     expected = Expected(lab.containers)
     send_mixed_traffic(lab, expected, host=True)
-    assert ip_series(parse_ip_series(root.exporter("/etc/config.yaml", "dump"))) == expected.values
+    dump = root.exporter("/etc/config.yaml", "dump")
+    assert f'vz_traffic_source_up{{source="{lab.backend}"}} 1.0' in dump
+    assert ip_series(parse_ip_series(dump)) == expected.values
     root.exporter("/etc/config.yaml", "rules", "remove")
     assert ours not in lab.save("ipv4") + lab.save("ipv6")
